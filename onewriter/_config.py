@@ -1,0 +1,140 @@
+"""Configuration: one frozen dataclass whose defaults are safe."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sqlite3
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["auto", "writer", "client", "standalone"]
+Durability = Literal["normal", "full"]
+Checkpoint = Literal["writer", "external"]
+Migration = str | Callable[[sqlite3.Connection], Any]
+
+#: A Unix socket path must fit in ``sockaddr_un.sun_path`` (108 bytes on Linux).
+_MAX_SOCKET_PATH = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """How onewriter opens, elects, writes and reads.
+
+    Times are in seconds, sizes in bytes.
+    """
+
+    role: Role = "auto"
+    """``auto``: join the writer or become it; ``writer``: become it or fail; ``client``:
+    never write locally; ``standalone``: the writer lives in this process, no socket."""
+
+    durability: Durability = "normal"
+    """``normal``: ``synchronous=NORMAL`` (an acknowledged write survives any process crash);
+    ``full``: ``synchronous=FULL`` (it also survives a power loss)."""
+
+    socket_path: str | None = None
+    """Where the writer listens; default ``<db>.onewriter.sock`` (or a short path in a
+    private directory under the temp dir when that would be too long)."""
+
+    lock_path: str | None = None
+    """The election lock file; default ``<db>.onewriter.lock``."""
+
+    max_pending: int = 500
+    """Requests queued at the writer before new ones get ``QUEUE_FULL``."""
+
+    max_batch: int = 1000
+    """Most requests committed in one transaction."""
+
+    max_frame: int = 8 * 1024 * 1024
+    """Largest wire frame accepted (``TOO_LARGE`` beyond)."""
+
+    request_timeout: float = 30.0
+    """A write not started within this time is not run (``TIMEOUT``)."""
+
+    client_timeout: float = 60.0
+    """How long a client waits for a reply (``CLIENT_TIMEOUT``)."""
+
+    failover_timeout: float = 15.0
+    """How long a client tries to reach or elect a writer (``WRITER_UNAVAILABLE``)."""
+
+    read_pool_size: int = 4
+    """Reader connections (and threads for the asyncio face) per process."""
+
+    read_timeout: float | None = 30.0
+    """A read running longer is interrupted (``READ_TIMEOUT``); ``None`` for no limit."""
+
+    busy_timeout_ms: int = 5000
+    """SQLite's busy handler, for readers meeting a checkpoint and other tools."""
+
+    cache_size_kib: int = 64 * 1024
+    """Page cache per connection."""
+
+    mmap_size: int = 256 * 1024 * 1024
+    """Memory-mapped I/O per connection."""
+
+    foreign_keys: bool = True
+
+    allow_sql: bool = True
+    """Accept raw SQL writes (``execute_write``) from local clients."""
+
+    migrations: Sequence[Migration] = field(default_factory=tuple)
+    """Ordered SQL scripts or functions ``(conn) -> None``; the writer applies those past
+    ``PRAGMA user_version``."""
+
+    checkpoint: Checkpoint = "writer"
+    """``writer``: the writer checkpoints the WAL; ``external``: a tool such as Litestream
+    owns checkpoints."""
+
+    checkpoint_pages: int = 1000
+    """Run a PASSIVE checkpoint once this many WAL pages were written since the last."""
+
+    wal_size_limit: int = 64 * 1024 * 1024
+    """When the WAL file grows past this, the writer forces a TRUNCATE checkpoint."""
+
+    dedup_retention: float = 600.0
+    """Seconds the writer keeps a client's committed request ids for exactly-once retries."""
+
+    allowed_uids: Sequence[int] = field(default_factory=tuple)
+    """Other local users allowed on the Unix socket (the writer's own uid always is)."""
+
+    handle_signals: bool = False
+    """Install SIGTERM/SIGINT handlers that drain the writer (the ``serve`` command does)."""
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes`` applied (unknown names raise ``TypeError``)."""
+        return dataclasses.replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        if self.role not in ("auto", "writer", "client", "standalone"):
+            raise ValueError(f"role must be auto, writer, client or standalone, not {self.role!r}")
+        if self.durability not in ("normal", "full"):
+            raise ValueError(f"durability must be normal or full, not {self.durability!r}")
+        if self.checkpoint not in ("writer", "external"):
+            raise ValueError(f"checkpoint must be writer or external, not {self.checkpoint!r}")
+        for name in ("max_pending", "max_batch", "max_frame", "read_pool_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+def resolve_paths(database: str, config: Config) -> tuple[str, str, str]:
+    """The absolute database path and the socket and lock paths that belong to it."""
+    db = os.path.realpath(database)
+    lock = config.lock_path or db + ".onewriter.lock"
+    sock = config.socket_path or db + ".onewriter.sock"
+    if len(sock.encode()) > _MAX_SOCKET_PATH:
+        digest = hashlib.sha256(db.encode()).hexdigest()[:24]
+        sock = os.path.join(private_runtime_dir(), f"{digest}.sock")
+    return db, sock, lock
+
+
+def private_runtime_dir() -> str:
+    """A 0700 directory of this user's for sockets whose natural path is too long."""
+    path = os.path.join(tempfile.gettempdir(), f"onewriter-{os.getuid()}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(f"{path} must be a directory owned by this user with mode 0700")
+    return path

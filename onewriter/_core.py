@@ -1,0 +1,157 @@
+"""What the sync and asyncio faces share: paths, election, the local writer.
+
+Finding the writer: connect to its socket; if nobody answers, try the lock; the winner
+becomes the writer (migrating first), the others wait and connect again.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from . import _protocol as proto
+from ._config import Config, resolve_paths
+from ._election import ElectionLock
+from ._errors import Unauthorized, WriterUnavailable, error_from_wire
+from ._ops import Ops
+from ._readpool import ReadPool
+from ._writer import WriterService
+
+log = logging.getLogger("onewriter.client")
+
+#: errno values meaning "no writer is listening at that path right now".
+NO_LISTENER = {errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EAGAIN}
+HELLO_TIMEOUT = 5.0
+
+
+class Core:
+    """One database as seen by one process: its paths, reader pool and writer role."""
+
+    def __init__(self, database: str, config: Config, ops: Ops) -> None:
+        self.database = database
+        self.config = config
+        self.ops = ops
+        self.db_path, self.socket_path, self.lock_path = resolve_paths(database, config)
+        self.pid = os.getpid()
+        self.lock = ElectionLock(self.lock_path)
+        self.local_writer: WriterService | None = None
+        self.reads = ReadPool(self.db_path, config)
+        self._elect_lock = threading.Lock()
+        self.closed = False
+
+    # -- the writer role ---------------------------------------------------------------
+
+    def running_local_writer(self) -> WriterService | None:
+        writer = self.local_writer
+        return writer if writer is not None and writer.running else None
+
+    def try_become_writer(self) -> WriterService | None:
+        """Take the lock and start serving, if nobody holds it (never blocks on others)."""
+        if self.config.role == "client":
+            return None
+        with self._elect_lock:
+            writer = self.running_local_writer()
+            if writer is not None:
+                return writer
+            if not self.lock.try_acquire():
+                return None
+            socket_path = None if self.config.role == "standalone" else self.socket_path
+            writer = WriterService(self.db_path, self.config, self.ops, self.lock, socket_path)
+            try:
+                writer.start()
+            except BaseException:
+                self.lock.release()
+                raise
+            self.local_writer = writer
+            return writer
+
+    def unavailable(self, why: str) -> WriterUnavailable:
+        return WriterUnavailable(
+            f"no writer for {self.db_path} within {self.config.failover_timeout:.1f} s: {why}"
+        )
+
+    def connect_socket(self, client: bytes) -> socket.socket | None:
+        """Connect and say hello; ``None`` when no writer listens."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(HELLO_TIMEOUT)
+            sock.connect(self.socket_path)
+            sock.sendall(proto.frame(hello_message(client)))
+            reply = read_one_message(sock, proto.FrameReader(self.config.max_frame))
+        except OSError as exc:
+            sock.close()
+            if exc.errno in NO_LISTENER or isinstance(exc, ConnectionError | TimeoutError):
+                return None
+            raise
+        except BaseException:
+            sock.close()
+            raise
+        check_hello(reply)
+        sock.settimeout(None)
+        return sock
+
+    def find_writer(self, client: bytes) -> WriterService | socket.socket:
+        """The local writer or a connected socket, electing if needed (blocking)."""
+        deadline = time.monotonic() + self.config.failover_timeout
+        delay = 0.002
+        while True:
+            writer = self.running_local_writer()
+            if writer is not None:
+                return writer
+            if self.config.role != "standalone":
+                sock = self.connect_socket(client)
+                if sock is not None:
+                    return sock
+            writer = self.try_become_writer()
+            if writer is not None:
+                return writer
+            if time.monotonic() > deadline:
+                raise self.unavailable("nobody answered on the socket and the lock stayed taken")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        writer, self.local_writer = self.local_writer, None
+        if writer is not None:
+            writer.close()
+        self.reads.close()
+
+
+def hello_message(client: bytes) -> dict[str, Any]:
+    return {"t": "hello", "v": proto.PROTOCOL_VERSION, "client": client}
+
+
+def check_hello(reply: Any) -> None:
+    """Raise the writer's refusal, if its answer to hello was one."""
+    if isinstance(reply, dict) and reply.get("t") == "hello":
+        return
+    if isinstance(reply, dict) and "error" in reply:
+        raise error_from_wire(reply["error"])
+    raise Unauthorized(f"unexpected answer to hello: {reply!r}")
+
+
+def read_one_message(sock: socket.socket, reader: proto.FrameReader) -> Any:
+    """Block until one whole message arrives on ``sock``."""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionResetError("the writer closed the connection")
+        for body in reader.feed(data):
+            return proto.messages(proto.unpack(body))[0]
+
+
+def reply_value(message: dict[str, Any]) -> Any:
+    """The result of a reply, or its error raised."""
+    error = message.get("error")
+    if error is not None:
+        raise error_from_wire(error)
+    return message.get("result")
+

@@ -1,0 +1,335 @@
+"""The public faces: :class:`Database` (sync) and :class:`AsyncDatabase` (asyncio).
+
+Both are thin twins over :class:`~onewriter._core.Core`: reads go to this process's
+reader pool, writes to the one writer (in this process or over its socket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import sqlite3
+import threading
+import warnings
+import weakref
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from ._client import AsyncChannel, SyncChannel
+from ._config import Config
+from ._core import Core
+from ._errors import Closed
+from ._ops import Op, Ops, op_name
+from ._readpool import Params
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_open: weakref.WeakSet[Database | AsyncDatabase] = weakref.WeakSet()
+_abandoned: list[Any] = []
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The outcome of a raw SQL write."""
+
+    rowcount: int
+    lastrowid: int | None
+    rows: list[list[Any]]
+
+
+def _write_result(value: Any) -> WriteResult:
+    return WriteResult(
+        rowcount=int(value.get("rowcount", -1)),
+        lastrowid=value.get("lastrowid"),
+        rows=list(value.get("rows") or []),
+    )
+
+
+def _op_fields(op: Op[..., Any] | str, args: Sequence[Any], kwargs: dict[str, Any], config: Config) -> dict[str, Any]:
+    fields: dict[str, Any] = {"op": op_name(op), "deadline": config.request_timeout * 1000}
+    if args:
+        fields["args"] = list(args)
+    if kwargs:
+        fields["kwargs"] = kwargs
+    return fields
+
+
+def _sql_fields(sql: str, params: Any, many: bool, config: Config) -> dict[str, Any]:
+    if many:
+        params = [list(p) if isinstance(p, tuple) else p for p in params]
+    elif isinstance(params, tuple):
+        params = list(params)
+    return {
+        "sql": sql,
+        "params": params,
+        "many": many,
+        "deadline": config.request_timeout * 1000,
+    }
+
+
+def make_config(config: Config | None, overrides: dict[str, Any]) -> Config:
+    base = config or Config()
+    return base.replace(**overrides) if overrides else base
+
+
+class _Face:
+    """What both faces share: the core, fork detection and lifecycle."""
+
+    def __init__(self, database: str, ops: Ops | None, config: Config) -> None:
+        self._database = database
+        self._ops = ops or Ops()
+        self.config = config
+        self._core = Core(database, config, self._ops)
+        self._closed = False
+        _open.add(self)  # type: ignore[arg-type]
+
+    @property
+    def path(self) -> str:
+        """The database file's absolute path."""
+        return self._core.db_path
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether the writer currently runs in this process."""
+        return self._core.running_local_writer() is not None
+
+    def _live_core(self) -> Core:
+        if self._closed:
+            raise Closed(f"the database {self._database!r} is closed")
+        core = self._core
+        if core.pid != os.getpid():
+            # Forked: never use (nor close) the parent's connections or sockets.
+            _abandoned.append(core)
+            if core.local_writer is not None:
+                core.local_writer.abandon_after_fork()
+            self._core = core = Core(self._database, self.config, self._ops)
+            self._after_fork()
+        return core
+
+    def _after_fork(self) -> None:
+        """Drop per-process channels (overridden)."""
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(
+                f"onewriter database {getattr(self, '_database', '?')!r} was never closed",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+
+class Database(_Face):
+    """A database shared by many processes, used from synchronous code.
+
+    Thread-safe: each thread gets its own line to the writer.
+    """
+
+    def __init__(self, database: str, ops: Ops | None = None, config: Config | None = None) -> None:
+        super().__init__(database, ops, config or Config())
+        self._local = threading.local()
+        self._channels: list[SyncChannel] = []
+        self._channels_lock = threading.Lock()
+
+    def _channel(self) -> SyncChannel:
+        core = self._live_core()
+        channel: SyncChannel | None = getattr(self._local, "channel", None)
+        if channel is None or channel.core is not core:
+            channel = SyncChannel(core)
+            self._local.channel = channel
+            with self._channels_lock:
+                self._channels.append(channel)
+        return channel
+
+    def _after_fork(self) -> None:
+        _abandoned.append(self._channels)
+        self._local = threading.local()
+        self._channels = []
+        self._channels_lock = threading.Lock()
+
+    def start(self) -> Database:
+        """Find the writer (or become it) now, rather than at the first write."""
+        self._channel().call({"t": "ping"}, write=False)
+        return self
+
+    @overload
+    def write(self, op: Op[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    def write(self, op: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    def write(self, op: Op[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run a registered op on the writer; returns its result after COMMIT."""
+        channel = self._channel()
+        return channel.call(_op_fields(op, args, kwargs, self.config))
+
+    def execute_write(self, sql: str, params: Params = (), *, many: bool = False) -> WriteResult:
+        """Run one raw SQL write statement on the writer (or ``executemany`` with many=True)."""
+        channel = self._channel()
+        return _write_result(channel.call(_sql_fields(sql, params, many, self.config)))
+
+    def read(self, sql: str, params: Params = (), *, timeout: float | None = None) -> list[sqlite3.Row]:
+        """Run a read on this process's reader pool; rows have columns by name."""
+        return self._live_core().reads.read(sql, params, timeout=timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """The writer's figures (queue, batches, commit latency, errors, WAL size)."""
+        result: dict[str, Any] = self._channel().call({"t": "stats"}, write=False)
+        return result
+
+    def close(self) -> None:
+        """Close this process's lines and readers; if this process is the writer, drain
+        its queue and hand the role on. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        _open.discard(self)
+        if self._core.pid != os.getpid():
+            return
+        with self._channels_lock:
+            channels, self._channels = self._channels, []
+        for channel in channels:
+            channel.close()
+        self._core.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncDatabase(_Face):
+    """A database shared by many processes, used from asyncio code.
+
+    SQLite work never runs on the event loop: reads go to reader threads, writes to
+    the writer (its own thread when it lives in this process).
+    """
+
+    def __init__(self, database: str, ops: Ops | None = None, config: Config | None = None) -> None:
+        super().__init__(database, ops, config or Config())
+        self._channels: dict[asyncio.AbstractEventLoop, AsyncChannel] = {}
+
+    def _channel(self) -> AsyncChannel:
+        core = self._live_core()
+        loop = asyncio.get_running_loop()
+        channel = self._channels.get(loop)
+        if channel is None or channel.core is not core:
+            channel = AsyncChannel(core, loop)
+            self._channels[loop] = channel
+        return channel
+
+    def _after_fork(self) -> None:
+        _abandoned.append(self._channels)
+        self._channels = {}
+
+    async def start(self) -> AsyncDatabase:
+        """Find the writer (or become it) now, rather than at the first write."""
+        await self._channel().call({"t": "ping"}, write=False)
+        return self
+
+    def __await__(self) -> Generator[Any, None, AsyncDatabase]:
+        return self.start().__await__()
+
+    @overload
+    async def write(self, op: Op[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    async def write(self, op: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    async def write(self, op: Op[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run a registered op on the writer; returns its result after COMMIT."""
+        return await self._channel().call(_op_fields(op, args, kwargs, self.config))
+
+    async def execute_write(
+        self, sql: str, params: Params = (), *, many: bool = False
+    ) -> WriteResult:
+        """Run one raw SQL write statement on the writer."""
+        value = await self._channel().call(_sql_fields(sql, params, many, self.config))
+        return _write_result(value)
+
+    async def read(
+        self, sql: str, params: Params = (), *, timeout: float | None = None
+    ) -> list[sqlite3.Row]:
+        """Run a read on a reader thread; the event loop keeps running meanwhile."""
+        return await self._live_core().reads.read_async(sql, params, timeout=timeout)
+
+    async def stats(self) -> dict[str, Any]:
+        """The writer's figures."""
+        result: dict[str, Any] = await self._channel().call({"t": "stats"}, write=False)
+        return result
+
+    async def close(self) -> None:
+        """Close lines and readers; drain and hand on the writer role if held. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        _open.discard(self)
+        if self._core.pid != os.getpid():
+            return
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            channel.close()
+        await asyncio.get_running_loop().run_in_executor(None, self._core.close)
+
+    async def __aenter__(self) -> AsyncDatabase:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def connect(
+    database: str,
+    *,
+    ops: Ops | None = None,
+    config: Config | None = None,
+    **overrides: Any,
+) -> Database:
+    """Open ``database`` for this process: reads here, writes through the one writer.
+
+    Keyword arguments override fields of ``config`` (for example ``role="standalone"``).
+    Returns once a writer is reached or this process has become it.
+    """
+    db = Database(database, ops, make_config(config, overrides))
+    try:
+        return db.start()
+    except BaseException:
+        db.close()
+        raise
+
+
+def connect_async(
+    database: str,
+    *,
+    ops: Ops | None = None,
+    config: Config | None = None,
+    **overrides: Any,
+) -> AsyncDatabase:
+    """The asyncio face: use as ``async with connect_async(...) as db`` or
+    ``db = await connect_async(...)``."""
+    return AsyncDatabase(database, ops, make_config(config, overrides))
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Drain writers living in this process so that no queued write is dropped."""
+    for face in list(_open):
+        if isinstance(face, Database):
+            face.close()
+        elif face._core.pid == os.getpid():
+            face._closed = True
+            face._core.close()
