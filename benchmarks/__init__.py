@@ -1,0 +1,1 @@
+"""Benchmarks: run with ``scripts/bench`` (all) or ``python -m benchmarks.NAME``."""
