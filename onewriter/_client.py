@@ -33,7 +33,9 @@ def new_client_id() -> bytes:
     return os.urandom(16)
 
 
-def local_request(sink: Any, rid: int, fields: dict[str, Any], client: bytes, retry: bool) -> Request:
+def local_request(
+    sink: Any, rid: int, fields: dict[str, Any], client: bytes, retry: bool
+) -> Request:
     """A request for the writer in this process, built from wire-style fields."""
     timeout_ms = fields.get("deadline")
     deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms is not None else None
@@ -196,14 +198,19 @@ class SyncChannel:
 
 # -- asyncio -------------------------------------------------------------------------------
 
+#: How often a channel checks its requests against the client timeout.
+_SWEEP_INTERVAL = 0.05
+
 
 class _Pending:
-    __slots__ = ("future", "message", "timer")
+    __slots__ = ("deadline", "future", "message")
 
-    def __init__(self, future: asyncio.Future[Any], message: dict[str, Any]) -> None:
+    def __init__(
+        self, future: asyncio.Future[Any], message: dict[str, Any], deadline: float
+    ) -> None:
         self.future = future
         self.message = message
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = deadline
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
@@ -279,9 +286,10 @@ class AsyncChannel:
         self.protocol: _StreamProtocol | None = None
         self.local: WriterService | None = None
         self._sink = _AsyncLocalSink(self)
-        self._out: list[bytes] = []
+        self._out: list[dict[str, Any]] = []
         self._flush_scheduled = False
         self._finding: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         self._failure: BaseException | None = None
         self.closed = False
 
@@ -291,19 +299,16 @@ class AsyncChannel:
         message = {"id": rid, **fields}
         if write:
             message["seq"] = rid
-        future = self.loop.create_future()
-        entry = _Pending(future, message)
+        loop = self.loop
+        future = loop.create_future()
+        entry = _Pending(future, message, loop.time() + self.core.config.client_timeout)
         self.pending[rid] = entry
-        entry.timer = self.loop.call_later(
-            self.core.config.client_timeout, self._expire, rid
-        )
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(_SWEEP_INTERVAL, self._sweep)
         try:
             self._send(rid, entry, retry=False)
             return await future
         finally:
-            timer = entry.timer
-            if timer is not None:
-                timer.cancel()
             self.pending.pop(rid, None)
 
     # -- sending ------------------------------------------------------------------------
@@ -327,7 +332,7 @@ class AsyncChannel:
         if protocol is not None and protocol.transport is not None:
             if "seq" in entry.message:
                 entry.message["ack"] = next(iter(self.pending))
-            self._out.append(proto.frame(entry.message))
+            self._out.append(entry.message)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self.loop.call_soon(self._flush)
@@ -345,7 +350,7 @@ class AsyncChannel:
         out, self._out = self._out, []
         protocol = self.protocol
         if out and protocol is not None and protocol.transport is not None:
-            protocol.transport.write(b"".join(out))
+            protocol.transport.write(proto.frame(out if len(out) > 1 else out[0]))
 
     def _start_finding(self) -> None:
         if self._finding is None or self._finding.done():
@@ -403,6 +408,10 @@ class AsyncChannel:
             return None
         return protocol
 
+    def _resend(self, rid: int, entry: _Pending) -> None:
+        if not entry.future.done():
+            self._send(rid, entry, retry="seq" in entry.message)
+
     def _resend_all(self) -> None:
         for rid, entry in list(self.pending.items()):
             if not entry.future.done():
@@ -433,7 +442,7 @@ class AsyncChannel:
                 self.local = None
                 entry = self.pending.get(request.rid)
                 if entry is not None:
-                    self.loop.call_later(0.005, self._send, request.rid, entry, retry=True)
+                    self.loop.call_later(0.005, self._resend, request.rid, entry)
                 continue
             try:
                 value = local_outcome(request)
@@ -454,17 +463,27 @@ class AsyncChannel:
         if entry is not None:
             _settle(entry.future, value, error)
 
-    def _expire(self, rid: int) -> None:
-        self._resolve(
-            rid,
-            None,
-            ClientTimeout(f"no reply within {self.core.config.client_timeout:.1f} s"),
-        )
+    def _sweep(self) -> None:
+        """Fail requests past the client timeout (one timer per channel, not per request)."""
+        self._sweeper = None
+        if self.closed or not self.pending:
+            return
+        now = self.loop.time()
+        for entry in list(self.pending.values()):
+            if entry.deadline <= now:
+                _settle(
+                    entry.future,
+                    None,
+                    ClientTimeout(f"no reply within {self.core.config.client_timeout:.1f} s"),
+                )
+        self._sweeper = self.loop.call_later(_SWEEP_INTERVAL, self._sweep)
 
     def close(self) -> None:
         self.closed = True
         if self._finding is not None:
             self._finding.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         protocol, self.protocol = self.protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()

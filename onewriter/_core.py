@@ -154,4 +154,3 @@ def reply_value(message: dict[str, Any]) -> Any:
     if error is not None:
         raise error_from_wire(error)
     return message.get("result")
-

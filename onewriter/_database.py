@@ -49,7 +49,9 @@ def _write_result(value: Any) -> WriteResult:
     )
 
 
-def _op_fields(op: Op[..., Any] | str, args: Sequence[Any], kwargs: dict[str, Any], config: Config) -> dict[str, Any]:
+def _op_fields(
+    op: Op[..., Any] | str, args: Sequence[Any], kwargs: dict[str, Any], config: Config
+) -> dict[str, Any]:
     fields: dict[str, Any] = {"op": op_name(op), "deadline": config.request_timeout * 1000}
     if args:
         fields["args"] = list(args)
@@ -171,7 +173,9 @@ class Database(_Face):
         channel = self._channel()
         return _write_result(channel.call(_sql_fields(sql, params, many, self.config)))
 
-    def read(self, sql: str, params: Params = (), *, timeout: float | None = None) -> list[sqlite3.Row]:
+    def read(
+        self, sql: str, params: Params = (), *, timeout: float | None = None
+    ) -> list[sqlite3.Row]:
         """Run a read on this process's reader pool; rows have columns by name."""
         return self._live_core().reads.read(sql, params, timeout=timeout)
 

@@ -125,4 +125,4 @@ def peer_uid(sock: socket.socket) -> int | None:
     except OSError:
         return None
     _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
+    return int(uid)

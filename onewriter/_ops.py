@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,6 +33,12 @@ class Op(Generic[P, R]):
         return f"<Op {self.name}>"
 
 
+class _Registrar(Protocol):
+    """What ``ops.register(name=...)`` returns: a decorator keeping the signature."""
+
+    def __call__(self, fn: Callable[Concatenate[sqlite3.Connection, P], R], /) -> Op[P, R]: ...
+
+
 class Ops:
     """A set of ops, looked up by name on the writer's side.
 
@@ -48,31 +54,21 @@ class Ops:
         self._by_name: dict[str, Op[..., Any]] = {}
 
     @overload
-    def register(
-        self, fn: Callable[Concatenate[sqlite3.Connection, P], R], /
-    ) -> Op[P, R]: ...
+    def register(self, fn: Callable[Concatenate[sqlite3.Connection, P], R], /) -> Op[P, R]: ...
 
     @overload
-    def register(
-        self, *, name: str
-    ) -> Callable[[Callable[Concatenate[sqlite3.Connection, P], R]], Op[P, R]]: ...
+    def register(self, *, name: str) -> _Registrar: ...
 
-    def register(
-        self,
-        fn: Callable[Concatenate[sqlite3.Connection, P], R] | None = None,
-        /,
-        *,
-        name: str | None = None,
-    ) -> Op[P, R] | Callable[[Callable[Concatenate[sqlite3.Connection, P], R]], Op[P, R]]:
+    def register(self, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
         """Register ``fn`` under its own name (or ``name=``); use bare or called."""
 
-        def add(f: Callable[Concatenate[sqlite3.Connection, P], R]) -> Op[P, R]:
+        def add(f: Callable[..., Any]) -> Op[..., Any]:
             op_name = name or getattr(f, "__name__", None)
             if not op_name:
                 raise ValueError("an op needs a name")
             if op_name in self._by_name:
                 raise ValueError(f"an op named {op_name!r} is already registered")
-            op: Op[P, R] = Op(op_name, f)
+            op: Op[..., Any] = Op(op_name, f)
             self._by_name[op_name] = op
             return op
 

@@ -92,9 +92,7 @@ class ReadPool:
         """The same read on one of the pool's threads; the event loop keeps running."""
         executor = self._get_executor()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            executor, lambda: self.read(sql, params, timeout=timeout)
-        )
+        return await loop.run_in_executor(executor, lambda: self.read(sql, params, timeout=timeout))
 
     def _get_executor(self) -> ThreadPoolExecutor:
         if self._closed:

@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("onewriter.server")
 
 _NO_ID = None
+_SQLITE_INT_MAX = 2**63 - 1
+
+
+def _is_sqlite_int(value: Any) -> bool:
+    """A non-negative int that SQLite can store (``seq`` and ``ack`` go into the
+    exactly-once table; a larger one would fail the whole batch, not just itself)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _SQLITE_INT_MAX
 
 
 class ClientConnection(asyncio.Protocol):
@@ -181,7 +188,7 @@ class ClientConnection(asyncio.Protocol):
             self._reply_error(rid, exc)
             return
         ack = m.get("ack")
-        if self.client is not None and isinstance(ack, int) and not isinstance(ack, bool):
+        if self.client is not None and isinstance(ack, int) and _is_sqlite_int(ack):
             self.service.engine.note_ack(self.client, ack)
         self.service.accept(request)
 
@@ -192,18 +199,13 @@ class ClientConnection(asyncio.Protocol):
             if not isinstance(deadline_ms, int | float) or isinstance(deadline_ms, bool):
                 raise BadRequest("deadline must be a number of milliseconds")
             timeout = min(timeout, max(0.0, deadline_ms / 1000))
+        deadline = time.monotonic() + timeout
         seq = m.get("seq")
         if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
             raise BadRequest("seq must be an integer")
         client = self.client if seq is not None else None
-        common: dict[str, Any] = {
-            "deadline": time.monotonic() + timeout,
-            "client": client,
-            "seq": seq,
-            "retry": bool(m.get("retry", False)),
-        }
+        retry = m.get("retry") is True
         name = m.get("op")
-        sql = m.get("sql")
         if name is not None:
             if not isinstance(name, str):
                 raise BadRequest("op must be a string")
@@ -215,14 +217,25 @@ class ClientConnection(asyncio.Protocol):
                 raise BadRequest("args must be a list")
             if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
                 raise BadRequest("kwargs must be a map with string keys")
-            return Request(self, rid, name=name, args=args, kwargs=kwargs, **common)
+            return Request(
+                self,
+                rid,
+                name=name,
+                args=args,
+                kwargs=kwargs,
+                deadline=deadline,
+                client=client,
+                seq=seq,
+                retry=retry,
+            )
+        sql = m.get("sql")
         if sql is not None:
             if not isinstance(sql, str):
                 raise BadRequest("sql must be a string")
             if not self.allow_sql:
                 raise SqlNotAllowed("raw SQL writes are disabled on this transport")
-            params = m.get("params", ())
-            many = bool(m.get("many", False))
+            params = m.get("params")
+            many = m.get("many") is True
             if params is None:
                 params = ()
             if many:
@@ -232,5 +245,15 @@ class ClientConnection(asyncio.Protocol):
                     raise BadRequest("params for many must be a list of lists or maps")
             elif not isinstance(params, list | dict):
                 raise BadRequest("params must be a list or a map")
-            return Request(self, rid, sql=sql, params=params, many=many, **common)
+            return Request(
+                self,
+                rid,
+                sql=sql,
+                params=params,
+                many=many,
+                deadline=deadline,
+                client=client,
+                seq=seq,
+                retry=retry,
+            )
         raise BadRequest("a request needs an op or sql")

@@ -20,7 +20,7 @@ from typing import Any
 from ._config import Config
 from ._election import ElectionLock, bind_private_socket, peer_uid, remove_socket
 from ._engine import Engine, Request
-from ._errors import OneWriterError, QueueFull, ShuttingDown, WriterUnavailable
+from ._errors import OneWriterError, QueueFull, ShuttingDown, UnknownOp, WriterUnavailable
 from ._ops import Ops
 from ._server import ClientConnection
 from ._sqlite import check_filesystem, log_sqlite_version, open_connection
@@ -119,7 +119,9 @@ class WriterService:
         )
 
     def _new_connection(self) -> ClientConnection:
-        return ClientConnection(self, allow_sql=self.config.allow_sql, check_peer=self.authorize_peer)
+        return ClientConnection(
+            self, allow_sql=self.config.allow_sql, check_peer=self.authorize_peer
+        )
 
     def authorize_peer(self, sock: socket.socket) -> bool:
         """Only this user (and ``allowed_uids``) may use the Unix socket."""
@@ -193,6 +195,8 @@ class WriterService:
             error = ShuttingDown("the writer is draining; retry on the next writer")
         elif len(self._pending) >= self.config.max_pending:
             error = QueueFull(f"{len(self._pending)} requests are pending at the writer")
+        elif request.name is not None and request.name not in self.ops:
+            error = UnknownOp(f"no op named {request.name!r} is registered with the writer")
         if error is not None:
             request.error = error
             self.engine_errors[error.code] += 1
