@@ -363,7 +363,7 @@ class AsyncChannel:
         delay = 0.002
         while not self.closed:
             local = core.running_local_writer()
-            if local is None and core.config.role != "standalone":
+            if local is None and core.joins_others:
                 protocol = await self._connect()
                 if protocol is not None:
                     self.protocol = protocol
@@ -376,7 +376,7 @@ class AsyncChannel:
                 self._resend_all()
                 return
             if time.monotonic() > deadline:
-                error = core.unavailable("nobody answered on the socket and the lock stayed taken")
+                error = core.unavailable(core.why_unavailable())
                 for rid in list(self.pending):
                     self._resolve(rid, None, error)
                 return

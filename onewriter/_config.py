@@ -76,6 +76,7 @@ class Config:
     """Memory-mapped I/O per connection."""
 
     foreign_keys: bool = True
+    """Enforce foreign keys (``PRAGMA foreign_keys``)."""
 
     allow_sql: bool = True
     """Accept raw SQL writes (``execute_write``) from local clients."""
@@ -88,8 +89,8 @@ class Config:
     """``writer``: the writer checkpoints the WAL; ``external``: a tool such as Litestream
     owns checkpoints."""
 
-    checkpoint_pages: int = 1000
-    """Run a PASSIVE checkpoint once this many WAL pages were written since the last."""
+    checkpoint_every: int = 200
+    """Run a PASSIVE checkpoint after this many commits (or when the writer is idle)."""
 
     wal_size_limit: int = 64 * 1024 * 1024
     """When the WAL file grows past this, the writer forces a TRUNCATE checkpoint."""
@@ -99,9 +100,6 @@ class Config:
 
     allowed_uids: Sequence[int] = field(default_factory=tuple)
     """Other local users allowed on the Unix socket (the writer's own uid always is)."""
-
-    handle_signals: bool = False
-    """Install SIGTERM/SIGINT handlers that drain the writer (the ``serve`` command does)."""
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied (unknown names raise ``TypeError``)."""

@@ -50,6 +50,12 @@ class Core:
         writer = self.local_writer
         return writer if writer is not None and writer.running else None
 
+    @property
+    def joins_others(self) -> bool:
+        """Whether this role may send its writes to a writer in another process
+        (``writer`` and ``standalone`` must hold the role themselves, or fail)."""
+        return self.config.role in ("auto", "client")
+
     def try_become_writer(self) -> WriterService | None:
         """Take the lock and start serving, if nobody holds it (never blocks on others)."""
         if self.config.role == "client":
@@ -74,6 +80,11 @@ class Core:
         return WriterUnavailable(
             f"no writer for {self.db_path} within {self.config.failover_timeout:.1f} s: {why}"
         )
+
+    def why_unavailable(self) -> str:
+        if self.joins_others:
+            return "nobody answered on the socket and the lock stayed taken"
+        return f"role {self.config.role!r} needs the writer lock, and another process holds it"
 
     def connect_socket(self, client: bytes) -> socket.socket | None:
         """Connect and say hello; ``None`` when no writer listens."""
@@ -103,7 +114,7 @@ class Core:
             writer = self.running_local_writer()
             if writer is not None:
                 return writer
-            if self.config.role != "standalone":
+            if self.joins_others:
                 sock = self.connect_socket(client)
                 if sock is not None:
                     return sock
@@ -111,7 +122,7 @@ class Core:
             if writer is not None:
                 return writer
             if time.monotonic() > deadline:
-                raise self.unavailable("nobody answered on the socket and the lock stayed taken")
+                raise self.unavailable(self.why_unavailable())
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 

@@ -413,7 +413,9 @@ class Engine:
         if self.config.checkpoint != "writer" or self._commits_since_checkpoint == 0:
             return
         now = time.monotonic()
-        due = self._commits_since_checkpoint >= 200 or (idle and now - self._last_checkpoint > 0.2)
+        due = self._commits_since_checkpoint >= self.config.checkpoint_every or (
+            idle and now - self._last_checkpoint > 0.2
+        )
         if not due:
             return
         self._commits_since_checkpoint = 0
