@@ -31,21 +31,37 @@ _SQLITE_TRANSACTION = 22
 _SQLITE_SAVEPOINT = 32
 _STORAGE_ERRORS = {10, 13}  # SQLITE_IOERR, SQLITE_FULL (primary codes)
 
+# The engine's own transaction statements carry a marker. sqlite3 caches prepared
+# statements by their text and the authorizer runs only when one is prepared: an op's
+# plain "COMMIT" must never reuse the engine's cached, already authorized statement.
+_BEGIN = "BEGIN IMMEDIATE /* onewriter */"
+_COMMIT = "COMMIT /* onewriter */"
+_ROLLBACK = "ROLLBACK /* onewriter */"
+_SAVEPOINT = "SAVEPOINT _ow /* onewriter */"
+_RELEASE = "RELEASE _ow /* onewriter */"
+_ROLLBACK_TO = "ROLLBACK TO _ow /* onewriter */"
+
+# Exactly-once records: one row per client per batch, holding {seq: encoded result} for
+# that client's writes committed in the batch (a row per request cost ~3 us each).
 DEDUP_SCHEMA = """
-CREATE TABLE IF NOT EXISTS _onewriter_requests (
+CREATE TABLE IF NOT EXISTS _onewriter_applied (
     client BLOB NOT NULL,
-    seq INTEGER NOT NULL,
-    result BLOB,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    results BLOB NOT NULL,
     at REAL NOT NULL,
-    PRIMARY KEY (client, seq)
+    PRIMARY KEY (client, first_seq)
 ) WITHOUT ROWID
 """
-DEDUP_LOOKUP = "SELECT result FROM _onewriter_requests WHERE client = ? AND seq = ?"
-DEDUP_RECORD = (
-    "INSERT OR REPLACE INTO _onewriter_requests (client, seq, result, at) VALUES (?,?,?,?)"
+DEDUP_LOOKUP = (
+    "SELECT results FROM _onewriter_applied WHERE client = ? AND first_seq <= ? AND last_seq >= ?"
 )
-DEDUP_ACK = "DELETE FROM _onewriter_requests WHERE client = ? AND seq < ?"
-DEDUP_EXPIRE = "DELETE FROM _onewriter_requests WHERE at < ?"
+DEDUP_RECORD = (
+    "INSERT INTO _onewriter_applied (client, first_seq, last_seq, results, at) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+DEDUP_ACK = "DELETE FROM _onewriter_applied WHERE client = ? AND last_seq < ?"
+DEDUP_EXPIRE = "DELETE FROM _onewriter_applied WHERE at < ?"
 _ACK_PRUNE_STEP = 256
 
 # Reply bodies are spliced from pre-encoded parts: {"id": id, "ok": true, "result": ...}
@@ -78,6 +94,7 @@ class Request:
         "many",
         "name",
         "params",
+        "replayed",
         "retry",
         "rid",
         "seq",
@@ -114,6 +131,7 @@ class Request:
         self.seq = seq
         self.retry = retry
         self.encoded: bytes | None = None
+        self.replayed = False
         self.error: OneWriterError | None = None
 
     def reply_body(self) -> bytes:
@@ -195,17 +213,17 @@ class Engine:
                 )
             except BaseException:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    conn.execute(_ROLLBACK)
                 raise
             return
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(_BEGIN)
         try:
             migration(conn)
             conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute("COMMIT")
+            conn.execute(_COMMIT)
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                conn.execute(_ROLLBACK)
             raise
 
     # -- the authorizer keeps ops from ending the writer's transaction ------------------
@@ -239,9 +257,24 @@ class Engine:
                 runnable.append(req)
         if runnable:
             started = time.perf_counter()
-            self._transaction(runnable)
+            try:
+                self._transaction(runnable)
+            except Exception as exc:
+                # A fault of the engine itself: nothing of the batch may count as applied,
+                # and every request still gets its answer.
+                log.exception("a batch of %d failed unexpectedly", len(runnable))
+                self._abandon_transaction()
+                self._fail_all(runnable, CommitFailed(f"the writer failed the batch: {exc}"))
             self.commit_ms.add(1000 * (time.perf_counter() - started))
         self._deliver(batch)
+
+    def _abandon_transaction(self) -> None:
+        self._internal = True
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("ROLLBACK of an abandoned batch failed")
 
     def _transaction(self, runnable: list[Request]) -> None:
         """Commit ``runnable`` as one transaction.
@@ -256,7 +289,7 @@ class Engine:
         guarded = False
         while pending:
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(_BEGIN)
             except sqlite3.Error as exc:
                 self._fail_all(pending, CommitFailed(f"could not begin: {exc}"))
                 return
@@ -265,21 +298,22 @@ class Engine:
                 # An op failed on the unguarded pass, or SQLite rolled the whole
                 # transaction back (storage errors do): run the rest again, guarded.
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    conn.execute(_ROLLBACK)
                 pending = [r for r in pending if r.error is None]
                 for req in pending:
                     req.encoded = None
+                    req.replayed = False
                 guarded = True
                 continue
             try:
                 self._record(pending)
-                conn.execute("COMMIT")
+                conn.execute(_COMMIT)
             except sqlite3.Error as exc:
                 self.commit_failures += 1
                 log.error("COMMIT failed for a batch of %d: %s", len(pending), exc)
                 if conn.in_transaction:
                     try:
-                        conn.execute("ROLLBACK")
+                        conn.execute(_ROLLBACK)
                     except sqlite3.Error:
                         log.exception("ROLLBACK after a failed COMMIT failed")
                 self._fail_all(pending, CommitFailed(f"COMMIT failed: {exc}"))
@@ -300,12 +334,13 @@ class Engine:
         pack = proto.pack
         for req in pending:
             if req.retry and req.client is not None:
-                row = execute(DEDUP_LOOKUP, (req.client, req.seq)).fetchone()
-                if row is not None:
-                    req.encoded = row[0]
+                found = self._lookup(req.client, req.seq)
+                if found is not None:
+                    req.encoded = found
+                    req.replayed = True
                     continue
             if guarded:
-                execute("SAVEPOINT _ow")
+                execute(_SAVEPOINT)
             try:
                 self._internal = False
                 try:
@@ -317,29 +352,47 @@ class Engine:
                 except Exception as exc:
                     raise _Unsendable(f"{type(exc).__name__}: {exc}") from exc
                 if guarded:
-                    execute("RELEASE _ow")
+                    execute(_RELEASE)
             except Exception as exc:
                 req.encoded = None
                 req.error = self._op_error(req, exc)
                 if not guarded or not conn.in_transaction:
                     return True
                 try:
-                    execute("ROLLBACK TO _ow")
-                    execute("RELEASE _ow")
+                    execute(_ROLLBACK_TO)
+                    execute(_RELEASE)
                 except sqlite3.Error:
                     return True
         return False
 
+    def _lookup(self, client: bytes, seq: Any) -> bytes | None:
+        """The stored reply of a write this client sent before, if it committed."""
+        for (blob,) in self.conn.execute(DEDUP_LOOKUP, (client, seq, seq)):
+            results = proto.unpack(blob)
+            if seq in results:
+                found: bytes = results[seq]
+                return found
+        return None
+
     def _record(self, pending: list[Request]) -> None:
         """Remember committed request ids (with results) in the same transaction."""
-        now = time.time()
-        rows = [
-            (req.client, req.seq, req.encoded, now)
-            for req in pending
-            if req.client is not None and req.error is None
-        ]
-        if rows:
-            self.conn.executemany(DEDUP_RECORD, rows)
+        by_client: dict[bytes, dict[int, bytes]] = {}
+        for req in pending:
+            client = req.client
+            if client is not None and req.error is None and not req.replayed:
+                results = by_client.get(client)
+                if results is None:
+                    results = by_client[client] = {}
+                results[req.seq] = req.encoded  # type: ignore[index,assignment]
+        if by_client:
+            now = time.time()
+            self.conn.executemany(
+                DEDUP_RECORD,
+                [
+                    (client, min(results), max(results), proto.pack(results), now)
+                    for client, results in by_client.items()
+                ],
+            )
         self._apply_acks()
 
     def _call(self, req: Request) -> Any:
@@ -413,8 +466,10 @@ class Engine:
         if self.config.checkpoint != "writer" or self._commits_since_checkpoint == 0:
             return
         now = time.monotonic()
-        due = self._commits_since_checkpoint >= self.config.checkpoint_every or (
-            idle and now - self._last_checkpoint > 0.2
+        due = (
+            self._commits_since_checkpoint >= self.config.checkpoint_every
+            or (idle and now - self._last_checkpoint > 0.2)
+            or self.wal_bytes() > self.config.wal_size_limit  # big batches, held readers
         )
         if not due:
             return
