@@ -23,9 +23,11 @@ from ._errors import (
     ClientTimeout,
     OneWriterError,
     ShuttingDown,
+    TooLarge,
     WriterUnavailable,
     error_from_wire,
 )
+from ._txn import TX_KINDS
 from ._writer import WriterService
 
 
@@ -145,11 +147,13 @@ class SyncChannel:
         deadline: float,
     ) -> Any:
         kind = message.get("t")
-        if kind is not None:
-            return writer.stats_threadsafe() if kind == "stats" else None
         waiter = _Waiter()
-        request = local_request(waiter, rid, message, self.client, retry)
-        writer.submit_threadsafe(request)
+        if kind in TX_KINDS:
+            writer.submit_transaction_threadsafe(waiter, rid, message, self.client, retry)
+        elif kind is not None:
+            return writer.stats_threadsafe() if kind == "stats" else None
+        else:
+            writer.submit_threadsafe(local_request(waiter, rid, message, self.client, retry))
         if not waiter.event.wait(max(0.0, deadline - time.monotonic())):
             raise ClientTimeout("no reply from the writer in this process in time")
         assert waiter.request is not None
@@ -350,7 +354,21 @@ class AsyncChannel:
         out, self._out = self._out, []
         protocol = self.protocol
         if out and protocol is not None and protocol.transport is not None:
-            protocol.transport.write(proto.frame(out if len(out) > 1 else out[0]))
+            protocol.transport.write(b"".join(self._frames(out)))
+
+    def _frames(self, out: list[dict[str, Any]]) -> list[bytes]:
+        """``out`` in as few frames as the writer accepts (``max_frame``): a frame over
+        it would close the connection, and every re-send would meet the same fate."""
+        data = proto.frame(out if len(out) > 1 else out[0])
+        limit = self.core.config.max_frame
+        if len(data) - proto.HEADER_SIZE <= limit:
+            return [data]
+        if len(out) == 1:
+            error = TooLarge(f"request of {len(data)} bytes is over the frame limit of {limit}")
+            self._resolve(out[0]["id"], None, error)
+            return []
+        half = len(out) // 2
+        return self._frames(out[:half]) + self._frames(out[half:])
 
     def _start_finding(self) -> None:
         if self._finding is None or self._finding.done():
@@ -361,7 +379,7 @@ class AsyncChannel:
         core = self.core
         deadline = time.monotonic() + core.config.failover_timeout
         delay = 0.002
-        while not self.closed:
+        while not self.closed and self.pending:
             local = core.running_local_writer()
             if local is None and core.joins_others:
                 protocol = await self._connect()
@@ -385,13 +403,15 @@ class AsyncChannel:
 
     async def _connect(self) -> _StreamProtocol | None:
         try:
-            _, protocol = await self.loop.create_unix_connection(
-                lambda: _StreamProtocol(self), self.core.socket_path
-            )
+            _, protocol = await self.core.open_stream(self.loop, lambda: _StreamProtocol(self))
         except OSError as exc:
             if exc.errno in NO_LISTENER or isinstance(exc, ConnectionError):
                 return None
             raise
+        except OneWriterError as exc:  # refused before hello (the TCP transport's auth)
+            for rid in list(self.pending):
+                self._resolve(rid, None, exc)
+            return None
         assert protocol.transport is not None
         protocol.transport.write(proto.frame(hello_message(self.client)))
         try:

@@ -6,13 +6,15 @@ becomes the writer (migrating first), the others wait and connect again.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
 import socket
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from . import _protocol as proto
 from ._config import Config, resolve_paths
@@ -27,6 +29,7 @@ log = logging.getLogger("onewriter.client")
 #: errno values meaning "no writer is listening at that path right now".
 NO_LISTENER = {errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EAGAIN}
 HELLO_TIMEOUT = 5.0
+StreamProtocolT = TypeVar("StreamProtocolT", bound=asyncio.BaseProtocol)
 
 
 class Core:
@@ -85,6 +88,12 @@ class Core:
         if self.joins_others:
             return "nobody answered on the socket and the lock stayed taken"
         return f"role {self.config.role!r} needs the writer lock, and another process holds it"
+
+    async def open_stream(
+        self, loop: asyncio.AbstractEventLoop, factory: Callable[[], StreamProtocolT]
+    ) -> tuple[asyncio.BaseTransport, StreamProtocolT]:
+        """Connect ``factory()`` to the writer, ready for hello (TCP overrides this)."""
+        return await loop.create_unix_connection(factory, self.socket_path)
 
     def connect_socket(self, client: bytes) -> socket.socket | None:
         """Connect and say hello; ``None`` when no writer listens."""

@@ -188,6 +188,7 @@ class Engine:
         self.commit_ms = Window()
         self._commits_since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        self._truncate_above = config.wal_size_limit
         self._last_expire = time.monotonic()
         self._ack_floor: dict[bytes, int] = {}
         self._acks_due: dict[bytes, int] = {}
@@ -272,7 +273,7 @@ class Engine:
         self._internal = True
         if self.conn.in_transaction:
             try:
-                self.conn.execute("ROLLBACK")
+                self.conn.execute(_ROLLBACK)
             except sqlite3.Error:
                 log.exception("ROLLBACK of an abandoned batch failed")
 
@@ -466,10 +467,12 @@ class Engine:
         if self.config.checkpoint != "writer" or self._commits_since_checkpoint == 0:
             return
         now = time.monotonic()
+        # The WAL grows past its limit between scheduled checkpoints when batches are big
+        # or readers overlap without a break (then only TRUNCATE can restart it).
         due = (
-            self._commits_since_checkpoint >= self.config.checkpoint_every
+            self.wal_bytes() > self._truncate_above
+            or self._commits_since_checkpoint >= self.config.checkpoint_every
             or (idle and now - self._last_checkpoint > 0.2)
-            or self.wal_bytes() > self.config.wal_size_limit  # big batches, held readers
         )
         if not due:
             return
@@ -479,8 +482,13 @@ class Engine:
         try:
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.checkpoints += 1
-            if self.wal_bytes() > self.config.wal_size_limit:
-                self.truncate_wal()
+            wal = self.wal_bytes()
+            if wal > self._truncate_above:
+                busy = self.truncate_wal()[0]
+                # A reader outlasted the wait: try again once the WAL has grown by another
+                # half of its limit, rather than stall the writer on every batch.
+                limit = self.config.wal_size_limit
+                self._truncate_above = wal + limit // 2 if busy else limit
         except sqlite3.Error as exc:
             log.warning("checkpoint failed: %s", exc)
         if now - self._last_expire > 30:

@@ -25,6 +25,7 @@ from ._errors import (
     Unauthorized,
     UnknownOp,
 )
+from ._txn import TX_KINDS
 
 if TYPE_CHECKING:
     from ._writer import WriterService
@@ -75,6 +76,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.service.connections.discard(self)
+        self.service.transactions.connection_lost(self)
 
     def pause_writing(self) -> None:
         if self.transport is not None:
@@ -179,6 +181,10 @@ class ClientConnection(asyncio.Protocol):
                 )
             elif kind == "ping":
                 self._out.append(proto.pack({"id": rid, "ok": True, "result": None}))
+            elif kind in TX_KINDS and not self.allow_sql:
+                self._reply_error(rid, SqlNotAllowed("transactions are disabled on this transport"))
+            elif kind in TX_KINDS:
+                self.service.transactions.handle(self, rid, m, self, self.client)
             else:
                 self._reply_error(rid, BadRequest(f"unknown message type {kind!r}"))
             return
@@ -201,8 +207,8 @@ class ClientConnection(asyncio.Protocol):
             timeout = min(timeout, max(0.0, deadline_ms / 1000))
         deadline = time.monotonic() + timeout
         seq = m.get("seq")
-        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
-            raise BadRequest("seq must be an integer")
+        if seq is not None and not _is_sqlite_int(seq):
+            raise BadRequest("seq must be an integer from 0 to 2**63 - 1")
         client = self.client if seq is not None else None
         retry = m.get("retry") is True
         name = m.get("op")
@@ -237,7 +243,7 @@ class ClientConnection(asyncio.Protocol):
             params = m.get("params")
             many = m.get("many") is True
             if params is None:
-                params = ()
+                params = []
             if many:
                 if not isinstance(params, list) or not all(
                     isinstance(p, list | dict) for p in params

@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._config import Config
 from ._election import ElectionLock, bind_private_socket, peer_uid, remove_socket
@@ -24,6 +24,10 @@ from ._errors import OneWriterError, QueueFull, ShuttingDown, UnknownOp, WriterU
 from ._ops import Ops
 from ._server import ClientConnection
 from ._sqlite import check_filesystem, log_sqlite_version, open_connection
+from ._txn import Transactions
+
+if TYPE_CHECKING:
+    from ._remote import RemoteEndpoints
 
 log = logging.getLogger("onewriter.writer")
 
@@ -48,6 +52,7 @@ class WriterService:
         self.socket_path = socket_path
         self.pid = os.getpid()
         self.engine: Engine
+        self.transactions: Transactions
         self.engine_errors: Counter[str] = Counter()
         self.connections: set[ClientConnection] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -61,6 +66,7 @@ class WriterService:
         self._socket_inode: int | None = None
         self._thread: threading.Thread | None = None
         self.in_flight = 0
+        self.remote: RemoteEndpoints | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -105,11 +111,28 @@ class WriterService:
         except BaseException:
             conn.close()
             raise
+        self.transactions = Transactions(
+            self.engine,
+            asyncio.get_running_loop(),
+            self.config,
+            wake=self._schedule,
+            backlog=lambda: len(self._pending),
+        )
         if self.socket_path is not None:
             sock = bind_private_socket(self.socket_path)
             self._socket_inode = os.stat(self.socket_path).st_ino
             loop = asyncio.get_running_loop()
             self._server = await loop.create_unix_server(self._new_connection, sock=sock)
+        if self.config.listen is not None or self.config.redis_url is not None:
+            from ._remote import start_endpoints  # imports the transports only when asked
+
+            try:
+                self.remote = await start_endpoints(self)
+            except BaseException:
+                if self._server is not None:
+                    self._server.close()
+                self.engine.close()
+                raise
         log.info(
             "writer %d serving %s (schema version %d%s)",
             self.pid,
@@ -162,6 +185,9 @@ class WriterService:
         log.info("writer %d draining %d queued requests", self.pid, len(self._pending))
         if self._server is not None:
             self._server.close()
+        if self.remote is not None:
+            self.remote.begin_drain()
+        self.transactions.drain()
         self._schedule()
 
     def _finish_drain(self) -> None:
@@ -171,6 +197,8 @@ class WriterService:
             conn.flush()
             if conn.transport is not None:
                 conn.transport.close()
+        if self.remote is not None:
+            self.remote.close()
         self.engine.close()
         self._release()
         log.info("writer %d stopped", self.pid)
@@ -216,6 +244,19 @@ class WriterService:
         except RuntimeError:
             raise WriterUnavailable("the writer in this process has stopped") from None
 
+    def submit_transaction_threadsafe(
+        self, sink: Any, rid: int, message: dict[str, Any], client: bytes, retry: bool
+    ) -> None:
+        """Hand a ``tx_*`` message from a client of this process to the transactions."""
+        loop = self.loop
+        if loop is None or self._stopped.is_set() or loop.is_closed():
+            raise WriterUnavailable("the writer in this process has stopped")
+        message = {**message, "retry": retry}
+        try:
+            loop.call_soon_threadsafe(self.transactions.handle, sink, rid, message, client, client)
+        except RuntimeError:
+            raise WriterUnavailable("the writer in this process has stopped") from None
+
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
@@ -224,6 +265,8 @@ class WriterService:
 
     def _run(self) -> None:
         self._scheduled = False
+        if self.transactions.holds_writer:
+            return  # an interactive transaction owns the connection; it wakes us when done
         pending = self._pending
         if pending:
             n = min(len(pending), self.config.max_batch)
@@ -235,6 +278,8 @@ class WriterService:
                 log.exception("a batch failed unexpectedly")
             finally:
                 self.in_flight = 0
+        if self.transactions.start_next():
+            return
         if pending:
             self._schedule()
             self.engine.maybe_checkpoint(idle=False)
@@ -256,9 +301,12 @@ class WriterService:
         data["in_flight"] = self.in_flight
         data["clients"] = len(self.connections)
         data["draining"] = self._draining
+        data["transactions"] = self.transactions.stats()
         data["max_pending"] = self.config.max_pending
         data["durability"] = self.config.durability
         data["database"] = self.db_path
+        if self.remote is not None:
+            data["remote"] = self.remote.stats()
         return data
 
     def stats_threadsafe(self, timeout: float = 5.0) -> dict[str, Any]:
