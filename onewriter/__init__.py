@@ -4,9 +4,11 @@ Reads run in parallel in every process; every write goes to one elected writer, 
 batches writes into group commits and answers only after COMMIT.
 """
 
+from ._backup import BackupResult
 from ._config import Config
 from ._database import AsyncDatabase, Database, WriteResult, connect, connect_async
 from ._errors import (
+    BackupFailed,
     BadRequest,
     ClientTimeout,
     Closed,
@@ -24,13 +26,17 @@ from ._errors import (
     UnsupportedFilesystem,
     WriteError,
     WriterUnavailable,
+    WrongKey,
 )
 from ._ops import Op, Ops
+from ._quote import quote
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncDatabase",
+    "BackupFailed",
+    "BackupResult",
     "BadRequest",
     "ClientTimeout",
     "Closed",
@@ -53,7 +59,9 @@ __all__ = [
     "WriteError",
     "WriteResult",
     "WriterUnavailable",
+    "WrongKey",
     "__version__",
     "connect",
     "connect_async",
+    "quote",
 ]

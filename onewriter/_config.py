@@ -9,7 +9,10 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Any, Literal
+
+from ._cipher import check_key
 
 Role = Literal["auto", "writer", "client", "standalone"]
 Durability = Literal["normal", "full"]
@@ -60,6 +63,10 @@ class Config:
     failover_timeout: float = 15.0
     """How long a client tries to reach or elect a writer (``WRITER_UNAVAILABLE``)."""
 
+    transaction_timeout: float = 5.0
+    """The longest an interactive transaction (``onewriter.dbapi``) may hold the writer;
+    past it the transaction is rolled back and its connection told so."""
+
     read_pool_size: int = 4
     """Reader connections (and threads for the asyncio face) per process."""
 
@@ -101,6 +108,45 @@ class Config:
     allowed_uids: Sequence[int] = field(default_factory=tuple)
     """Other local users allowed on the Unix socket (the writer's own uid always is)."""
 
+    # -- producers on other machines (docs/remote.md) ------------------------------------
+
+    listen: str | None = None
+    """``tcp://HOST:PORT``: the writer also serves the protocol over TCP there (needs
+    ``token``). Port 0 picks a free port."""
+
+    token: str | None = field(default=None, repr=False)
+    """The TCP transport's shared secret, on the writer and its clients. It never crosses
+    the wire: each side proves it knows it with an HMAC over fresh nonces."""
+
+    tls_cert: str | None = None
+    """Writer side: a PEM certificate chain; with it, the TCP listener speaks TLS."""
+
+    tls_key: str | None = None
+    """Writer side: the PEM private key of ``tls_cert`` (when not in the same file)."""
+
+    ssl: SSLContext | None = None
+    """Client side of ``tcp://``: the TLS context to connect with (``None``: plain TCP)."""
+
+    allow_sql_remote: bool = False
+    """Accept raw SQL writes from TCP and Redis clients (named ops are always allowed)."""
+
+    max_connections: int = 256
+    """Most TCP connections open at once; more are refused with ``QUEUE_FULL``."""
+
+    redis_url: str | None = None
+    """``redis://HOST:PORT/DB``: the writer also takes requests from a Redis list there."""
+
+    redis_queue: str = "onewriter"
+    """The Redis list that carries requests (``connect(..., queue=...)``)."""
+
+    fire_and_forget: bool = False
+    """Client side of ``redis://``: writes return ``None`` once queued in Redis, without
+    waiting for the writer's reply."""
+
+    key: bytes | str | None = field(default=None, repr=False)
+    """Open every connection through SQLCipher with this key (docs/encryption.md): 32
+    bytes are a raw key; a str is a passphrase (or ``x'<64 hex digits>'``)."""
+
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied (unknown names raise ``TypeError``)."""
         return dataclasses.replace(self, **changes)
@@ -112,9 +158,20 @@ class Config:
             raise ValueError(f"durability must be normal or full, not {self.durability!r}")
         if self.checkpoint not in ("writer", "external"):
             raise ValueError(f"checkpoint must be writer or external, not {self.checkpoint!r}")
-        for name in ("max_pending", "max_batch", "max_frame", "read_pool_size"):
+        check_key(self.key)
+        for name in (
+            "max_pending",
+            "max_batch",
+            "max_frame",
+            "read_pool_size",
+            "max_connections",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.listen is not None and not self.token:
+            raise ValueError("listen needs a token: the TCP transport never runs unauthenticated")
+        if not self.redis_queue:
+            raise ValueError("redis_queue must not be empty")
 
 
 def resolve_paths(database: str, config: Config) -> tuple[str, str, str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
+from ._backup import BackupResult, backup_database
 from ._client import AsyncChannel, SyncChannel
 from ._config import Config
 from ._core import Core
@@ -29,6 +30,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _open: weakref.WeakSet[Database | AsyncDatabase] = weakref.WeakSet()
+#: Addresses of a writer on another host (``_remote.py``), instead of a database path.
+REMOTE_SCHEMES = ("tcp://", "redis://", "rediss://")
 _abandoned: list[Any] = []
 
 
@@ -85,9 +88,13 @@ class _Face:
         self._database = database
         self._ops = ops or Ops()
         self.config = config
-        self._core = Core(database, config, self._ops)
+        self._core = self._open_core()
         self._closed = False
         _open.add(self)  # type: ignore[arg-type]
+
+    def _open_core(self) -> Core:
+        """This process's core (the remote faces open one that reaches another host)."""
+        return Core(self._database, self.config, self._ops)
 
     @property
     def path(self) -> str:
@@ -108,7 +115,7 @@ class _Face:
             _abandoned.append(core)
             if core.local_writer is not None:
                 core.local_writer.abandon_after_fork()
-            self._core = core = Core(self._database, self.config, self._ops)
+            self._core = core = self._open_core()
             self._after_fork()
         return core
 
@@ -184,6 +191,11 @@ class Database(_Face):
         result: dict[str, Any] = self._channel().call({"t": "stats"}, write=False)
         return result
 
+    def backup(self, dest: str) -> BackupResult:
+        """Copy the database to ``dest`` from one read snapshot; writes go on meanwhile
+        (docs/backup.md)."""
+        return backup_database(self._live_core().db_path, dest, self.config)
+
     def close(self) -> None:
         """Close this process's lines and readers; if this process is the writer, drain
         its queue and hand the role on. Idempotent."""
@@ -241,7 +253,15 @@ class AsyncDatabase(_Face):
         return self
 
     def __await__(self) -> Generator[Any, None, AsyncDatabase]:
-        return self.start().__await__()
+        return self._start_or_close().__await__()
+
+    async def _start_or_close(self) -> AsyncDatabase:
+        """Start; on failure close, as nobody else holds this object to close it."""
+        try:
+            return await self.start()
+        except BaseException:
+            await self.close()
+            raise
 
     @overload
     async def write(self, op: Op[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
@@ -271,6 +291,12 @@ class AsyncDatabase(_Face):
         result: dict[str, Any] = await self._channel().call({"t": "stats"}, write=False)
         return result
 
+    async def backup(self, dest: str) -> BackupResult:
+        """Copy the database to ``dest`` from one read snapshot, on a thread."""
+        path = self._live_core().db_path
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, backup_database, path, dest, self.config)
+
     async def close(self) -> None:
         """Close lines and readers; drain and hand on the writer role if held. Idempotent."""
         if self._closed:
@@ -285,7 +311,7 @@ class AsyncDatabase(_Face):
         await asyncio.get_running_loop().run_in_executor(None, self._core.close)
 
     async def __aenter__(self) -> AsyncDatabase:
-        return await self.start()
+        return await self._start_or_close()
 
     async def __aexit__(
         self,
@@ -306,8 +332,13 @@ def connect(
     """Open ``database`` for this process: reads here, writes through the one writer.
 
     Keyword arguments override fields of ``config`` (for example ``role="standalone"``).
-    Returns once a writer is reached or this process has become it.
+    Returns once a writer is reached or this process has become it. ``tcp://`` and
+    ``redis://`` addresses reach a writer on another host (docs/remote.md).
     """
+    if database.startswith(REMOTE_SCHEMES):
+        from ._remote import connect_remote
+
+        return connect_remote(database, ops=ops, config=config, **overrides)
     db = Database(database, ops, make_config(config, overrides))
     try:
         return db.start()
@@ -325,6 +356,10 @@ def connect_async(
 ) -> AsyncDatabase:
     """The asyncio face: use as ``async with connect_async(...) as db`` or
     ``db = await connect_async(...)``."""
+    if database.startswith(REMOTE_SCHEMES):
+        from ._remote import connect_remote_async
+
+        return connect_remote_async(database, ops=ops, config=config, **overrides)
     return AsyncDatabase(database, ops, make_config(config, overrides))
 
 

@@ -18,7 +18,9 @@
     │   └── ShuttingDown           SHUTTING_DOWN       503
     ├── ReadTimeout                READ_TIMEOUT        504  (a read ran past its deadline)
     ├── Closed                     CLOSED              500  (used after close())
-    └── UnsupportedFilesystem      UNSUPPORTED_FS      500  (WAL cannot work there)
+    ├── UnsupportedFilesystem      UNSUPPORTED_FS      500  (WAL cannot work there)
+    ├── WrongKey                   BAD_KEY             500  (the key does not open the file)
+    └── BackupFailed               BACKUP_FAILED       500  (a backup or restore refused)
 
 The class docstring is the default message.
 """
@@ -152,6 +154,20 @@ class UnsupportedFilesystem(OneWriterError):
     http_status = 500
 
 
+class WrongKey(OneWriterError):
+    """The database cannot be read with this key (or without one): nothing was written."""
+
+    code = "BAD_KEY"
+    http_status = 500
+
+
+class BackupFailed(OneWriterError):
+    """The backup or restore was refused or failed its integrity check."""
+
+    code = "BACKUP_FAILED"
+    http_status = 500
+
+
 ERRORS_BY_CODE: dict[str, type[OneWriterError]] = {
     cls.code: cls
     for cls in (
@@ -170,6 +186,8 @@ ERRORS_BY_CODE: dict[str, type[OneWriterError]] = {
         ReadTimeout,
         Closed,
         UnsupportedFilesystem,
+        WrongKey,
+        BackupFailed,
     )
 }
 

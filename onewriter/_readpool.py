@@ -32,8 +32,7 @@ class _Reader:
     __slots__ = ("conn", "deadline")
 
     def __init__(self, path: str, config: Config) -> None:
-        self.conn = open_connection(path, config, "reader")
-        self.conn.row_factory = sqlite3.Row
+        self.conn = open_connection(path, config, "reader")  # rows by name: sqlite3.Row
         self.deadline = 0.0
         self.conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
 

@@ -10,12 +10,14 @@ import os
 import sqlite3
 from typing import Literal
 
+from . import _cipher
 from ._config import Config
 from ._errors import UnsupportedFilesystem
 
 log = logging.getLogger("onewriter")
 
-ConnectionKind = Literal["writer", "reader"]
+#: ``copy``: a backup's destination or a restore's source: the key and nothing else.
+ConnectionKind = Literal["writer", "reader", "copy"]
 
 #: Filesystems on which WAL's shared memory does not work across hosts.
 NETWORK_FILESYSTEMS = frozenset(
@@ -41,29 +43,43 @@ _version_logged = False
 
 
 def open_connection(path: str, config: Config, kind: ConnectionKind) -> sqlite3.Connection:
-    """Open ``path`` as the writer's connection or as a reader's.
+    """Open ``path`` as the writer's connection, a reader's, or a backup's (``copy``).
 
     Both run in autocommit mode (``isolation_level=None``): the writer issues its own
-    ``BEGIN IMMEDIATE``; a reader never holds a transaction past one statement.
+    ``BEGIN IMMEDIATE``; a reader never holds a transaction past one statement. With
+    ``config.key`` the connection is SQLCipher's, keyed before anything reads the file,
+    and a wrong key (or a missing one) fails here with ``WrongKey``.
     """
-    conn = sqlite3.connect(
-        path,
-        isolation_level=None,
-        check_same_thread=False,
-        cached_statements=512,
-        timeout=config.busy_timeout_ms / 1000,
-    )
+    timeout = config.busy_timeout_ms / 1000
+    _cipher.claim_library(os.path.realpath(path), encrypted=config.key is not None)
+    if config.key is None:
+        conn = sqlite3.connect(
+            path,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=512,
+            timeout=timeout,
+        )
+        row_type: type = sqlite3.Row
+    else:
+        conn = _cipher.connect(path, config.key, timeout)
+        row_type = _cipher.driver().Row
     try:
+        _cipher.check_readable(conn, path, keyed=config.key is not None)
         _apply_pragmas(conn, config, kind)
     except BaseException:
         conn.close()
         raise
+    if kind == "reader":
+        conn.row_factory = row_type
     return conn
 
 
 def _apply_pragmas(conn: sqlite3.Connection, config: Config, kind: ConnectionKind) -> None:
     execute = conn.execute
     execute(f"PRAGMA busy_timeout = {int(config.busy_timeout_ms)}")
+    if kind == "copy":
+        return
     if kind == "writer":
         mode = execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
