@@ -1,0 +1,56 @@
+"""A durable job queue stored in the same SQLite database, written through the one writer.
+
+Leases with tokens, retries with exponential backoff and jitter, dead letters, priorities,
+delays, capability routing, unique keys, per-key concurrency limits, periodic jobs and
+results. Served over HTTP by ``onewriter jobs serve``; run by ``onewriter jobs work``.
+
+``RemoteQueue`` (the HTTP client) and ``create_app`` (the Starlette app) need the
+``http`` extra and are imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._async_queue import AsyncJobQueue
+from ._errors import JobNotFound, LeaseLost
+from ._model import Enqueued, Job, NewJob, State
+from ._ops import jobs_ops
+from ._queue import JobQueue
+from ._sql import SCHEMA
+from ._worker import PermanentError, Worker, WorkerOptions, WorkerStats
+
+if TYPE_CHECKING:
+    from ._http import create_app
+    from ._remote import RemoteQueue
+
+__all__ = [
+    "SCHEMA",
+    "AsyncJobQueue",
+    "Enqueued",
+    "Job",
+    "JobNotFound",
+    "JobQueue",
+    "LeaseLost",
+    "NewJob",
+    "PermanentError",
+    "RemoteQueue",
+    "State",
+    "Worker",
+    "WorkerOptions",
+    "WorkerStats",
+    "create_app",
+    "jobs_ops",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RemoteQueue":
+        from ._remote import RemoteQueue
+
+        return RemoteQueue
+    if name == "create_app":
+        from ._http import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,208 @@
+"""What the sync and asyncio queue twins share: argument checks that build op calls,
+and the reading of results and rows."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .._errors import BadRequest, UnknownOp
+from .._ops import Op
+from . import _ops as ops
+from ._errors import LeaseLost
+from ._model import (
+    STATES,
+    Job,
+    Layout,
+    NewJob,
+    State,
+    check_lease,
+    check_limit,
+    check_queue_name,
+    dumps,
+    encode_batch,
+    encode_new_job,
+    encode_requires,
+    encode_value,
+    job_from_row,
+)
+
+Call = tuple[Op[..., Any], dict[str, Any]]
+
+#: How many finished jobs one prune transaction deletes (keeps the writer responsive).
+PRUNE_STEP = 5000
+WAIT_FIRST_POLL = 0.002
+WAIT_MAX_POLL = 0.1
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def unknown_op_hint(exc: UnknownOp) -> UnknownOp:
+    return UnknownOp(
+        f"{exc.message}; the writer serving this database must include the queue's ops: "
+        "ops.include(onewriter.jobs.jobs_ops)"
+    )
+
+
+class Calls:
+    """Argument checks and result reading shared by the sync and asyncio twins."""
+
+    def __init__(self, *, payload_limit: int | None, retention: float, worker: str | None) -> None:
+        self.payload_limit = payload_limit
+        self.retention = retention
+        self.worker = worker or default_worker_name()
+
+    def enqueue_call(self, queue: str, jobs: Iterable[NewJob | Any]) -> tuple[Call, Layout]:
+        groups, keyed, layout = encode_batch(jobs, self.payload_limit)
+        kwargs = {"queue": check_queue_name(queue), "groups": groups, "keyed": keyed}
+        return (ops.jobs_enqueue, kwargs), layout
+
+    def claim_call(
+        self,
+        queue: str,
+        worker: str | None,
+        capabilities: Iterable[str],
+        limit: int,
+        lease: float,
+    ) -> Call:
+        return ops.jobs_claim, {
+            "queue": check_queue_name(queue),
+            "worker": worker or self.worker,
+            "caps": encode_requires(capabilities, "capabilities") or "[]",
+            "limit": check_limit(limit),
+            "lease": check_lease(lease),
+        }
+
+    @staticmethod
+    def claimed(rows: list[Any]) -> list[Job]:
+        return [job_from_row(row) for row in rows]
+
+    @staticmethod
+    def heartbeat_call(job_id: int, token: str, lease: float) -> Call:
+        return ops.jobs_heartbeat, {"id": job_id, "token": token, "lease": check_lease(lease)}
+
+    @staticmethod
+    def heartbeat_result(job_id: int, until: float | None) -> float:
+        if until is None:
+            raise LeaseLost(f"job {job_id}: the lease token no longer holds it")
+        return until
+
+    @staticmethod
+    def complete_call(items: Iterable[tuple[int, str, Any]]) -> tuple[Call, list[int]]:
+        chosen = list(items)
+        encoded = [
+            [job_id, token, None if result is None else encode_value(result, "result", None)]
+            for job_id, token, result in chosen
+        ]
+        return (ops.jobs_complete, {"items": dumps(encoded)}), [item[0] for item in chosen]
+
+    @staticmethod
+    def completed(ids: list[int], held: list[int]) -> list[bool]:
+        done = set(held)
+        return [job_id in done for job_id in ids]
+
+    @staticmethod
+    def fail_call(job_id: int, token: str, error: str, retry: bool) -> Call:
+        if not isinstance(error, str):
+            raise BadRequest("error must be a string")
+        return ops.jobs_fail, {"id": job_id, "token": token, "error": error[:4000], "retry": retry}
+
+    @staticmethod
+    def fail_result(job_id: int, result: list[Any] | None) -> State:
+        if result is None:
+            raise LeaseLost(f"job {job_id}: the lease token no longer holds it")
+        state: State = result[0]
+        return state
+
+    @staticmethod
+    def release_call(items: Iterable[tuple[int, str]]) -> Call:
+        return ops.jobs_release, {"items": [[job_id, token] for job_id, token in items]}
+
+    @staticmethod
+    def requeue_call(ids: Sequence[int] | None, queue: str | None) -> Call:
+        if ids is not None and not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids
+        ):
+            raise BadRequest("ids must be a list of integers")
+        return ops.jobs_requeue_dead, {
+            "ids": None if ids is None else dumps(list(ids)),
+            "queue": queue,
+        }
+
+    @staticmethod
+    def purge_call(queue: str | None, states: Iterable[str]) -> Call:
+        chosen = list(states)
+        if not chosen or any(s not in STATES for s in chosen):
+            raise BadRequest(f"states must be a non-empty list of {', '.join(STATES)}")
+        return ops.jobs_purge, {"queue": queue, "states": dumps(chosen)}
+
+    def schedule_call(
+        self, name: str, queue: str, payload: Any, every: float, options: Mapping[str, Any]
+    ) -> Call:
+        if not isinstance(name, str) or not name:
+            raise BadRequest("a schedule needs a non-empty name")
+        if isinstance(every, bool) or not isinstance(every, int | float) or every <= 0:
+            raise BadRequest("every must be a positive number of seconds")
+        job = encode_new_job(NewJob(payload=payload, **options), self.payload_limit)
+        text = job.pop("payload")
+        return ops.jobs_schedule, {
+            "name": name,
+            "queue": check_queue_name(queue),
+            "payload": text,
+            "every": float(every),
+            "options": dumps(job),
+        }
+
+    @staticmethod
+    def stats_result(
+        counts: list[Any], oldest: list[Any], done: list[Any], now: float
+    ) -> dict[str, Any]:
+        queues: dict[str, dict[str, Any]] = {}
+
+        def entry(name: str) -> dict[str, Any]:
+            if name not in queues:
+                queues[name] = {s: 0 for s in STATES}
+                queues[name].update(oldest_ready_age=0.0, done_last_minute=0)
+            return queues[name]
+
+        for queue, state, n in counts:
+            entry(queue)[state] = n
+        for queue, run_at in oldest:
+            entry(queue)["oldest_ready_age"] = round(max(0.0, now - run_at), 3)
+        for queue, n in done:
+            entry(queue)["done_last_minute"] = n
+        totals = {s: sum(q[s] for q in queues.values()) for s in STATES}
+        done_minute = sum(q["done_last_minute"] for q in queues.values())
+        return {
+            "queues": dict(sorted(queues.items())),
+            "totals": totals,
+            "throughput_per_s": round(done_minute / 60.0, 3),
+            "time": now,
+        }
+
+
+def throughput_params(minutes: int) -> dict[str, Any]:
+    check_limit(minutes, maximum=24 * 60)
+    return {"since": time.time() - 60.0 * minutes}
+
+
+def per_minute(rows: Iterable[Any], minutes: int) -> list[int]:
+    counts = [0] * minutes
+    for minute, n in rows:
+        if 0 <= minute < minutes:
+            counts[minute] = n
+    return counts
+
+
+def claimable_params(queue: str, capabilities: Iterable[str]) -> dict[str, Any]:
+    return {
+        "queue": check_queue_name(queue),
+        "caps": encode_requires(capabilities, "capabilities") or "[]",
+        "now": time.time(),
+        "limit": 1,
+    }

@@ -1,0 +1,20 @@
+"""The queue's own errors, beside the write path's codes (same root, same mapping to HTTP)."""
+
+from __future__ import annotations
+
+from .._errors import OneWriterError
+
+
+class LeaseLost(OneWriterError):
+    """The lease token no longer holds this job (it expired and the job was re-claimed, or
+    the job is finished): a worker can never complete a job it does not hold."""
+
+    code = "LEASE_LOST"
+    http_status = 409
+
+
+class JobNotFound(OneWriterError):
+    """No job has that id (it may have been pruned)."""
+
+    code = "NOT_FOUND"
+    http_status = 404

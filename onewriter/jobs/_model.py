@@ -1,0 +1,309 @@
+"""What a job is on each side of the wire: the :class:`Job` record, the :class:`NewJob`
+specification, and their checked encodings (JSON text in the database)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+from .._errors import BadRequest, TooLarge
+
+State = Literal["ready", "running", "done", "dead"]
+STATES: tuple[State, ...] = ("ready", "running", "done", "dead")
+FINISHED: frozenset[str] = frozenset({"done", "dead"})
+
+DEFAULT_PAYLOAD_LIMIT = 64 * 1024
+DEFAULT_LEASE = 30.0
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_BACKOFF = 1.0
+#: The longest a retry waits, whatever the attempt number.
+BACKOFF_CAP = 3600.0
+#: Finished jobs are kept this long before :meth:`prune` deletes them.
+DEFAULT_RETENTION = 7 * 24 * 3600.0
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, as stored and as sent."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass(slots=True, kw_only=True)
+class Job:
+    """A job as read (a snapshot: changing it changes nothing stored). Times are Unix
+    seconds (UTC) from the writer's clock.
+
+    ``token`` is set only while the job is running: it is the lease holder's proof, needed
+    to heartbeat, complete, fail or release it.
+    """
+
+    id: int
+    queue: str
+    state: State
+    payload: Any
+    priority: int = 0
+    run_at: float = 0.0
+    requires: tuple[str, ...] = ()
+    attempts: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    unique_key: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    token: str | None = None
+    worker: str | None = None
+    lease_until: float | None = None
+    result: Any = None
+    error: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Done or dead: nothing more will happen to it unless requeued."""
+        return self.state in FINISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as plain JSON-ready values (the HTTP face sends this)."""
+        return {
+            "id": self.id,
+            "queue": self.queue,
+            "state": self.state,
+            "payload": self.payload,
+            "priority": self.priority,
+            "run_at": self.run_at,
+            "requires": list(self.requires),
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "unique_key": self.unique_key,
+            "concurrency_key": self.concurrency_key,
+            "concurrency_limit": self.concurrency_limit,
+            "token": self.token,
+            "worker": self.worker,
+            "lease_until": self.lease_until,
+            "result": self.result,
+            "error": self.error,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Job:
+        """The inverse of :meth:`to_dict` (the HTTP worker reads jobs with it)."""
+        values = {name: data[name] for name in _JOB_FIELDS if name in data}
+        values["requires"] = tuple(values.get("requires") or ())
+        return cls(**values)
+
+
+_JOB_FIELDS = tuple(Job.__dataclass_fields__)
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    """A :class:`Job` from a row of ``JOB_COLUMNS``."""
+    return Job(
+        id=row[0],
+        queue=row[1],
+        state=row[2],
+        priority=row[3],
+        run_at=row[4],
+        payload=json.loads(row[5]),
+        requires=tuple(json.loads(row[6])) if row[6] else (),
+        attempts=row[7],
+        max_attempts=row[8],
+        unique_key=row[9],
+        concurrency_key=row[10],
+        concurrency_limit=row[11],
+        token=row[12],
+        worker=row[13],
+        lease_until=row[14],
+        result=json.loads(row[15]) if row[15] is not None else None,
+        error=row[16],
+        created_at=row[17],
+        started_at=row[18],
+        finished_at=row[19],
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    """A job to enqueue, with every option (``enqueue`` takes the same as keywords).
+
+    ``delay`` (seconds from now on the writer's clock) and ``run_at`` (Unix seconds, UTC)
+    are exclusive. ``requires`` lists the capabilities a worker must all have. With a
+    ``unique_key``, enqueue is idempotent while a job with that key in this queue is not
+    finished. With a ``concurrency_key``, at most ``concurrency_limit`` jobs sharing it
+    run at once. A failed attempt waits ``backoff * 2^(attempt-1)`` seconds, jittered.
+    """
+
+    payload: Any
+    priority: int = 0
+    delay: float | None = None
+    run_at: float | None = None
+    requires: Sequence[str] = field(default_factory=tuple)
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    unique_key: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    backoff: float = DEFAULT_BACKOFF
+
+
+class Enqueued(NamedTuple):
+    """What an enqueue did: the job's id, and whether it is new (not an existing job
+    with the same unique key)."""
+
+    id: int
+    created: bool
+
+
+def check_queue_name(queue: Any) -> str:
+    if not isinstance(queue, str) or not queue or len(queue) > 200:
+        raise BadRequest("queue must be a non-empty string of at most 200 characters")
+    return queue
+
+
+def encode_requires(requires: Iterable[str] | None, what: str = "requires") -> str | None:
+    """A sorted JSON array of capability names, or ``None`` for none."""
+    if requires is None:
+        return None
+    if isinstance(requires, str | bytes):
+        raise BadRequest(f"{what} must be a list of strings, not a string")
+    names = sorted(set(requires))
+    if not all(isinstance(n, str) and n for n in names):
+        raise BadRequest(f"{what} must be a list of non-empty strings")
+    return dumps(names) if names else None
+
+
+def encode_value(value: Any, what: str, limit: int | None) -> str:
+    """JSON text of ``value``, refused with ``TOO_LARGE`` past ``limit`` bytes."""
+    try:
+        text = dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"{what} is not JSON-serializable: {exc}") from None
+    if limit is not None and len(text) > limit // 4 and len(text.encode()) > limit:
+        raise TooLarge(f"{what} is {len(text.encode())} bytes, over the limit of {limit}")
+    return text
+
+
+def _number(value: Any, what: str, *, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadRequest(f"{what} must be a finite number")
+    if minimum is not None and value < minimum:
+        raise BadRequest(f"{what} must be at least {minimum:g}")
+    return float(value)
+
+
+def _integer(value: Any, what: str, *, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{what} must be an integer")
+    if minimum is not None and value < minimum:
+        raise BadRequest(f"{what} must be at least {minimum}")
+    if abs(value) >= 2**62:
+        raise BadRequest(f"{what} is out of range")
+    return value
+
+
+def _optional_text(value: Any, what: str) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise BadRequest(f"{what} must be a non-empty string")
+    return value
+
+
+def encode_new_job(job: NewJob, payload_limit: int | None) -> dict[str, Any]:
+    """The op arguments for one job, every option checked (``BAD_REQUEST``/``TOO_LARGE``)."""
+    if job.delay is not None and job.run_at is not None:
+        raise BadRequest("give delay or run_at, not both")
+    concurrency_key = _optional_text(job.concurrency_key, "concurrency_key")
+    limit = job.concurrency_limit
+    if concurrency_key is not None:
+        limit = _integer(1 if limit is None else limit, "concurrency_limit", minimum=1)
+    elif limit is not None:
+        raise BadRequest("concurrency_limit needs a concurrency_key")
+    return {
+        "payload": encode_value(job.payload, "payload", payload_limit),
+        "priority": _integer(job.priority, "priority"),
+        "delay": _number(0.0 if job.delay is None else job.delay, "delay", minimum=0),
+        "run_at": None if job.run_at is None else _number(job.run_at, "run_at"),
+        "requires": encode_requires(job.requires),
+        "max_attempts": _integer(job.max_attempts, "max_attempts", minimum=1),
+        "backoff": _number(job.backoff, "backoff", minimum=0),
+        "unique_key": _optional_text(job.unique_key, "unique_key"),
+        "concurrency_key": concurrency_key,
+        "concurrency_limit": limit,
+    }
+
+
+#: Where each job of a batch went: ``(group, position)``, or ``(-1, index)`` for a job
+#: with a unique key (inserted on its own).
+Layout = list[tuple[int, int]]
+
+_DEFAULT_OPTIONS: dict[str, Any] = {
+    "priority": 0,
+    "delay": 0.0,
+    "run_at": None,
+    "requires": None,
+    "max_attempts": DEFAULT_MAX_ATTEMPTS,
+    "backoff": DEFAULT_BACKOFF,
+    "concurrency_key": None,
+    "concurrency_limit": None,
+}
+_DEFAULT_KEY = tuple(_DEFAULT_OPTIONS.values())
+
+
+def encode_batch(
+    jobs: Iterable[NewJob | Any], payload_limit: int | None
+) -> tuple[list[list[Any]], list[dict[str, Any]], Layout]:
+    """The ``jobs_enqueue`` arguments for ``jobs`` (:class:`NewJob` or bare payloads):
+    jobs sharing their options grouped (one statement each), keyed jobs apart."""
+    group_of: dict[tuple[Any, ...], int] = {}
+    options: list[dict[str, Any]] = []
+    payloads: list[list[str]] = []
+    keyed: list[dict[str, Any]] = []
+    layout: Layout = []
+    for job in jobs:
+        if isinstance(job, NewJob):
+            encoded = encode_new_job(job, payload_limit)
+            if encoded["unique_key"] is not None:
+                layout.append((-1, len(keyed)))
+                keyed.append(encoded)
+                continue
+            payload = encoded.pop("payload")
+            del encoded["unique_key"]
+            key = tuple(encoded.values())
+        else:
+            payload = encode_value(job, "payload", payload_limit)
+            encoded, key = _DEFAULT_OPTIONS, _DEFAULT_KEY
+        group = group_of.get(key)
+        if group is None:
+            group = group_of[key] = len(options)
+            options.append(encoded)
+            payloads.append([])
+        layout.append((group, len(payloads[group])))
+        payloads[group].append(payload)
+    groups = [[o, dumps(p)] for o, p in zip(options, payloads, strict=True)]
+    return groups, keyed, layout
+
+
+def decode_batch(result: list[Any], layout: Layout) -> list[Enqueued]:
+    """The outcome of each job of a batch, in the order given."""
+    group_ids, keyed = result
+    return [
+        Enqueued(int(keyed[i][0]), bool(keyed[i][1])) if g < 0 else Enqueued(group_ids[g][i], True)
+        for g, i in layout
+    ]
+
+
+def check_lease(lease: Any) -> float:
+    value = _number(lease, "lease", minimum=0.001)
+    if value > 86400:
+        raise BadRequest("lease must be at most one day")
+    return value
+
+
+def check_limit(limit: Any, maximum: int = 1000) -> int:
+    value = _integer(limit, "limit", minimum=1)
+    if value > maximum:
+        raise BadRequest(f"limit must be at most {maximum}")
+    return value

@@ -1,0 +1,223 @@
+"""The queue's writes, as ops: each runs on the writer inside its transaction (in a
+savepoint of its own), with the writer's clock. Add them to your registry with
+``ops.include(jobs_ops)`` so that the writer serving your database can run them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections import defaultdict
+from typing import Any
+
+from .._ops import Ops
+from . import _sql as sql
+from ._model import BACKOFF_CAP
+
+jobs_ops = Ops()
+
+_ROW_TOKEN = 12
+_ROW_CONCURRENCY_KEY = 10
+_ROW_CONCURRENCY_LIMIT = 11
+
+
+def _statements(script: str) -> list[str]:
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return [s for s in statements if s]
+
+
+_SCHEMA_STATEMENTS = _statements(sql.SCHEMA)
+
+
+@jobs_ops.register
+def jobs_setup(conn: sqlite3.Connection) -> int:
+    """Create the queue's tables and indexes if missing (idempotent, composes with any
+    user migrations: it does not touch ``user_version``)."""
+    for statement in _SCHEMA_STATEMENTS:
+        conn.execute(statement)
+    return len(_SCHEMA_STATEMENTS)
+
+
+@jobs_ops.register
+def jobs_enqueue(
+    conn: sqlite3.Connection, queue: str, groups: list[list[Any]], keyed: list[dict[str, Any]]
+) -> list[Any]:
+    """Insert jobs: ``groups`` of ``[options, payloads_json]`` sharing their options (one
+    statement each), and ``keyed`` jobs with a unique key, one by one.
+
+    Returns ``[ids_per_group, [[id, created], ...]]``.
+    """
+    now = time.time()
+    group_ids = []
+    for options, payloads in groups:
+        params = {**options, "queue": queue, "now": now, "payloads": payloads}
+        group_ids.append(sorted(row[0] for row in conn.execute(sql.ENQUEUE_BULK, params)))
+    return [group_ids, [_insert(conn, queue, job, now) for job in keyed]]
+
+
+def _insert(conn: sqlite3.Connection, queue: str, job: dict[str, Any], now: float) -> list[Any]:
+    row = conn.execute(sql.ENQUEUE, {**job, "queue": queue, "now": now}).fetchone()
+    if row is not None:
+        return [row[0], True]
+    existing = conn.execute(sql.UNFINISHED_BY_KEY, (queue, job["unique_key"])).fetchone()
+    return [existing[0], False]
+
+
+@jobs_ops.register
+def jobs_claim(
+    conn: sqlite3.Connection, queue: str, worker: str, caps: str, limit: int, lease: float
+) -> list[Any]:
+    """Take up to ``limit`` jobs a worker with capabilities ``caps`` (JSON array) may run.
+
+    Expired leases are returned to the queue and due periodic jobs fired first, so the
+    queue needs no janitor process to stay correct.
+    """
+    now = time.time()
+    _reap(conn, now)
+    _fire_schedules(conn, now)
+    params = {"queue": queue, "worker": worker, "caps": caps, "limit": limit}
+    rows = conn.execute(sql.CLAIM, {**params, "lease": lease, "now": now}).fetchall()
+    if any(row[_ROW_CONCURRENCY_KEY] is not None for row in rows):
+        rows = _within_concurrency_limits(conn, rows, now)
+    rows.sort(key=lambda r: (-r[3], r[4], r[0]))
+    return rows
+
+
+def _within_concurrency_limits(
+    conn: sqlite3.Connection, rows: list[Any], now: float
+) -> list[Any]:
+    """The claim counted running jobs before it ran; several jobs sharing a key in one
+    claim may overshoot the limit. Put the excess back, uncounted, in claim order."""
+    by_key: dict[str, list[Any]] = defaultdict(list)
+    for row in sorted(rows, key=lambda r: (-r[3], r[4], r[0])):
+        if row[_ROW_CONCURRENCY_KEY] is not None:
+            by_key[row[_ROW_CONCURRENCY_KEY]].append(row)
+    released: set[int] = set()
+    for key, group in by_key.items():
+        running = conn.execute(sql.RUNNING_WITH_KEY, (key,)).fetchone()[0]
+        others = running - len(group)
+        kept = 0
+        for row in group:
+            if others + kept < row[_ROW_CONCURRENCY_LIMIT]:
+                kept += 1
+                continue
+            conn.execute(sql.RELEASE, {"id": row[0], "token": row[_ROW_TOKEN], "now": now})
+            released.add(row[0])
+    return [row for row in rows if row[0] not in released]
+
+
+def _reap(conn: sqlite3.Connection, now: float) -> int:
+    return conn.execute(sql.REAP, {"now": now, "cap": BACKOFF_CAP}).rowcount
+
+
+def _fire_schedules(conn: sqlite3.Connection, now: float) -> int:
+    fired = 0
+    for name, queue, payload, every, options in conn.execute(sql.DUE_SCHEDULES, (now,)).fetchall():
+        job = {**_decode_options(options), "payload": payload}
+        _insert(conn, queue, job, now)
+        conn.execute(sql.SCHEDULE_FIRED, (next_slot(now, every), name))
+        fired += 1
+    return fired
+
+
+def _decode_options(options: str) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(options)
+    return value
+
+
+def next_slot(now: float, every: float) -> float:
+    """The start of the next period: periods are aligned to multiples of ``every``."""
+    return (math.floor(now / every) + 1) * every
+
+
+@jobs_ops.register
+def jobs_heartbeat(conn: sqlite3.Connection, id: int, token: str, lease: float) -> float | None:
+    """Extend a lease; the new ``lease_until``, or ``None`` when the token no longer holds."""
+    row = conn.execute(
+        sql.HEARTBEAT, {"id": id, "token": token, "lease": lease, "now": time.time()}
+    ).fetchone()
+    return None if row is None else float(row[0])
+
+
+@jobs_ops.register
+def jobs_complete(conn: sqlite3.Connection, items: str) -> list[int]:
+    """Mark jobs done: ``items`` is a JSON array of ``[id, token, result_json]``. Returns
+    the ids whose token still held."""
+    return [row[0] for row in conn.execute(sql.COMPLETE, {"items": items, "now": time.time()})]
+
+
+@jobs_ops.register
+def jobs_fail(
+    conn: sqlite3.Connection, id: int, token: str, error: str, retry: bool
+) -> list[Any] | None:
+    """Record a failed attempt: ``[state, run_at]`` (ready again later, or dead), or
+    ``None`` when the token no longer holds."""
+    params = {"id": id, "token": token, "error": error, "retry": retry}
+    row = conn.execute(sql.FAIL, {**params, "now": time.time(), "cap": BACKOFF_CAP}).fetchone()
+    return None if row is None else [row[0], row[1]]
+
+
+@jobs_ops.register
+def jobs_release(conn: sqlite3.Connection, items: list[list[Any]]) -> list[bool]:
+    """Give ``[id, token]`` jobs back to the queue at once, the attempt not counted."""
+    now = time.time()
+    return [
+        conn.execute(sql.RELEASE, {"id": i, "token": t, "now": now}).rowcount == 1
+        for i, t in items
+    ]
+
+
+@jobs_ops.register
+def jobs_requeue_dead(conn: sqlite3.Connection, ids: str | None, queue: str | None) -> int:
+    """Move dead letters (all, of ``queue``, or the ``ids`` JSON array) back to ready."""
+    params = {"ids": ids, "queue": queue, "now": time.time()}
+    return conn.execute(sql.REQUEUE_DEAD, params).rowcount
+
+
+@jobs_ops.register
+def jobs_purge(conn: sqlite3.Connection, queue: str | None, states: str) -> int:
+    """Delete jobs in ``states`` (JSON array), of one queue or all."""
+    return conn.execute(sql.PURGE, {"queue": queue, "states": states}).rowcount
+
+
+@jobs_ops.register
+def jobs_prune(conn: sqlite3.Connection, retention: float, limit: int) -> int:
+    """Delete up to ``limit`` done jobs finished more than ``retention`` seconds ago."""
+    params = {"before": time.time() - retention, "limit": limit}
+    return conn.execute(sql.PRUNE, params).rowcount
+
+
+@jobs_ops.register
+def jobs_schedule(
+    conn: sqlite3.Connection, name: str, queue: str, payload: str, every: float, options: str
+) -> float:
+    """Declare (or update) a periodic job; its next firing time. Declaring it again with
+    the same period, from any instance, keeps its next firing time."""
+    params = {"name": name, "queue": queue, "payload": payload, "every": every}
+    conn.execute(
+        sql.SCHEDULE, {**params, "options": options, "next_at": next_slot(time.time(), every)}
+    )
+    return float(conn.execute(sql.SCHEDULE_NEXT, (name,)).fetchone()[0])
+
+
+@jobs_ops.register
+def jobs_unschedule(conn: sqlite3.Connection, name: str) -> bool:
+    """Remove a periodic job; whether it existed."""
+    return conn.execute(sql.UNSCHEDULE, (name,)).rowcount == 1
+
+
+@jobs_ops.register
+def jobs_maintain(conn: sqlite3.Connection, retention: float, limit: int) -> dict[str, int]:
+    """Housekeeping: expired leases, due periodic jobs, and a bounded prune."""
+    now = time.time()
+    reaped = _reap(conn, now)
+    fired = _fire_schedules(conn, now)
+    pruned = conn.execute(sql.PRUNE, {"before": now - retention, "limit": limit}).rowcount
+    return {"reaped": reaped, "fired": fired, "pruned": pruned}

@@ -1,0 +1,210 @@
+"""The queue's SQL, as named statements. Values are always bound, never formatted in.
+
+Times are Unix seconds from the writer's clock (``:now`` is bound by the op that runs on
+the writer), so leases and ``run_at`` are judged by one clock only.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+SCHEMA = files(__package__).joinpath("_schema.sql").read_text(encoding="utf-8")
+
+TABLE = "onewriter_jobs"
+
+#: The columns of a job, in the order :func:`onewriter.jobs._model.job_from_row` reads.
+JOB_COLUMNS = (
+    "id, queue, state, priority, run_at, payload, requires, attempts, max_attempts, "
+    "unique_key, concurrency_key, concurrency_limit, token, worker, lease_until, result, "
+    "error, created_at, started_at, finished_at"
+)
+
+#: Exponential backoff with jitter: ``backoff * 2^(attempts-1)``, capped at ``:cap``,
+#: times a random factor in [0.75, 1.25). Reads the row's values before the update.
+_BACKOFF = (
+    "min(backoff * (1 << max(min(attempts - 1, 30), 0)), :cap)"
+    " * (0.75 + (random() & 1048575) / 2097152.0)"
+)
+
+#: Jobs of ``:queue`` a worker with capabilities ``:caps`` (a JSON array) may take now.
+_CANDIDATES = """
+    FROM onewriter_jobs AS j
+    WHERE j.queue = :queue AND j.state = 'ready' AND j.run_at <= :now
+      AND (j.requires IS NULL OR NOT EXISTS (
+            SELECT 1 FROM json_each(j.requires)
+            WHERE value NOT IN (SELECT value FROM json_each(:caps))))
+      AND (j.concurrency_key IS NULL OR (
+            SELECT count(*) FROM onewriter_jobs AS r
+            WHERE r.concurrency_key = j.concurrency_key AND r.state = 'running'
+          ) < j.concurrency_limit)
+"""
+
+#: One job, with a unique key: idempotent while a job with that key is unfinished.
+ENQUEUE = """
+INSERT INTO onewriter_jobs (
+    queue, state, priority, run_at, payload, requires, max_attempts, backoff,
+    unique_key, concurrency_key, concurrency_limit, created_at)
+VALUES (
+    :queue, 'ready', :priority, coalesce(:run_at, :now + :delay), :payload, :requires,
+    :max_attempts, :backoff, :unique_key, :concurrency_key, :concurrency_limit, :now)
+ON CONFLICT (queue, unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('ready', 'running') DO NOTHING
+RETURNING id
+"""
+
+#: Many jobs sharing their options, one statement: ``:payloads`` is a JSON array of
+#: payload texts. Ids grow with insertion order (AUTOINCREMENT), so sorted ids match
+#: the array's order.
+ENQUEUE_BULK = """
+INSERT INTO onewriter_jobs (
+    queue, state, priority, run_at, payload, requires, max_attempts, backoff,
+    concurrency_key, concurrency_limit, created_at)
+SELECT :queue, 'ready', :priority, coalesce(:run_at, :now + :delay), p.value, :requires,
+    :max_attempts, :backoff, :concurrency_key, :concurrency_limit, :now
+FROM json_each(:payloads) AS p ORDER BY p.key
+RETURNING id
+"""
+
+UNFINISHED_BY_KEY = """
+SELECT id FROM onewriter_jobs
+WHERE queue = ? AND unique_key = ? AND state IN ('ready', 'running')
+"""
+
+#: One atomic statement: pick in claim order, lease, count the attempt, hand out tokens.
+CLAIM = f"""
+UPDATE onewriter_jobs
+SET state = 'running', attempts = attempts + 1, token = lower(hex(randomblob(16))),
+    worker = :worker, lease_until = :now + :lease, started_at = :now
+WHERE id IN (
+    SELECT j.id {_CANDIDATES}
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT :limit)
+RETURNING {JOB_COLUMNS}
+"""
+
+#: The claim's inner query alone, for EXPLAIN QUERY PLAN and the long-poll check.
+CLAIMABLE = f"SELECT j.id {_CANDIDATES} ORDER BY j.priority DESC, j.run_at, j.id LIMIT :limit"
+
+RUNNING_WITH_KEY = """
+SELECT count(*) FROM onewriter_jobs WHERE concurrency_key = ? AND state = 'running'
+"""
+
+#: Put back, uncounted, a job the claim took over its concurrency limit or a worker
+#: released on shutdown.
+RELEASE = """
+UPDATE onewriter_jobs
+SET state = 'ready', attempts = max(attempts - 1, 0), token = NULL, lease_until = NULL,
+    started_at = NULL, run_at = min(run_at, :now)
+WHERE id = :id AND token = :token AND state = 'running'
+"""
+
+#: Leases that ran out go back to ready after a backoff, or to the dead letters when the
+#: attempt (counted at claim time) was the last.
+REAP = f"""
+UPDATE onewriter_jobs
+SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'ready' END,
+    run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE :now + {_BACKOFF} END,
+    finished_at = CASE WHEN attempts >= max_attempts THEN :now END,
+    error = 'lease expired on worker ' || coalesce(worker, '?'),
+    token = NULL, lease_until = NULL
+WHERE state = 'running' AND lease_until < :now
+"""
+
+HEARTBEAT = """
+UPDATE onewriter_jobs SET lease_until = :now + :lease
+WHERE id = :id AND token = :token AND state = 'running'
+RETURNING lease_until
+"""
+
+#: ``:items`` is a JSON array of ``[id, token, result_text]``; the ids that were held.
+COMPLETE = """
+UPDATE onewriter_jobs
+SET state = 'done', result = json_extract(i.value, '$[2]'), finished_at = :now,
+    token = NULL, lease_until = NULL
+FROM json_each(:items) AS i
+WHERE onewriter_jobs.id = json_extract(i.value, '$[0]')
+  AND onewriter_jobs.token = json_extract(i.value, '$[1]')
+  AND onewriter_jobs.state = 'running'
+RETURNING onewriter_jobs.id
+"""
+
+FAIL = f"""
+UPDATE onewriter_jobs
+SET state = CASE WHEN :retry AND attempts < max_attempts THEN 'ready' ELSE 'dead' END,
+    run_at = CASE WHEN :retry AND attempts < max_attempts THEN :now + {_BACKOFF}
+             ELSE run_at END,
+    finished_at = CASE WHEN :retry AND attempts < max_attempts THEN NULL ELSE :now END,
+    error = :error, token = NULL, lease_until = NULL
+WHERE id = :id AND token = :token AND state = 'running'
+RETURNING state, run_at
+"""
+
+#: ``UPDATE OR IGNORE``: a dead job whose unique key is taken again by a live job stays dead.
+REQUEUE_DEAD = """
+UPDATE OR IGNORE onewriter_jobs
+SET state = 'ready', attempts = 0, run_at = :now, finished_at = NULL, token = NULL,
+    lease_until = NULL
+WHERE state = 'dead'
+  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
+  AND (:queue IS NULL OR queue = :queue)
+"""
+
+PURGE = """
+DELETE FROM onewriter_jobs
+WHERE state IN (SELECT value FROM json_each(:states)) AND (:queue IS NULL OR queue = :queue)
+"""
+
+PRUNE = """
+DELETE FROM onewriter_jobs WHERE id IN (
+    SELECT id FROM onewriter_jobs WHERE state = 'done' AND finished_at < :before LIMIT :limit)
+"""
+
+SCHEDULE = """
+INSERT INTO onewriter_job_schedules (name, queue, payload, every, options, next_at)
+VALUES (:name, :queue, :payload, :every, :options, :next_at)
+ON CONFLICT (name) DO UPDATE SET
+    queue = excluded.queue, payload = excluded.payload, options = excluded.options,
+    next_at = CASE WHEN every = excluded.every THEN next_at ELSE excluded.next_at END,
+    every = excluded.every
+"""
+
+SCHEDULE_NEXT = "SELECT next_at FROM onewriter_job_schedules WHERE name = ?"
+
+UNSCHEDULE = "DELETE FROM onewriter_job_schedules WHERE name = ?"
+
+DUE_SCHEDULES = """
+SELECT name, queue, payload, every, options FROM onewriter_job_schedules WHERE next_at <= ?
+"""
+
+SCHEDULE_FIRED = "UPDATE onewriter_job_schedules SET next_at = ? WHERE name = ?"
+
+SCHEDULES = "SELECT name, queue, payload, every, options, next_at FROM onewriter_job_schedules"
+
+# -- reads ---------------------------------------------------------------------------------
+
+GET = f"SELECT {JOB_COLUMNS} FROM onewriter_jobs WHERE id = ?"
+
+DEAD_LETTERS = f"""
+SELECT {JOB_COLUMNS} FROM onewriter_jobs
+WHERE state = 'dead' AND (:queue IS NULL OR queue = :queue)
+ORDER BY finished_at DESC, id DESC LIMIT :limit
+"""
+
+RECENT = f"SELECT {JOB_COLUMNS} FROM onewriter_jobs ORDER BY id DESC LIMIT ?"
+
+COUNTS = "SELECT queue, state, count(*) FROM onewriter_jobs GROUP BY queue, state"
+
+OLDEST_READY = """
+SELECT queue, min(run_at) FROM onewriter_jobs
+WHERE state = 'ready' AND run_at <= ? GROUP BY queue
+"""
+
+DONE_SINCE = """
+SELECT queue, count(*) FROM onewriter_jobs
+WHERE state = 'done' AND finished_at >= ? GROUP BY queue
+"""
+
+DONE_PER_MINUTE = """
+SELECT CAST((finished_at - :since) / 60 AS INTEGER) AS minute, count(*)
+FROM onewriter_jobs WHERE state = 'done' AND finished_at >= :since GROUP BY minute
+"""

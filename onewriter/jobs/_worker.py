@@ -1,0 +1,327 @@
+"""The worker runner: claims in batches, runs handlers (sync or async), heartbeats long
+jobs, completes or fails them, backs off when idle or when the queue is unreachable,
+and on stop finishes what it holds within a grace period and releases the rest.
+
+It drives any :class:`Source`: a :class:`~onewriter.jobs.AsyncJobQueue` in process, or a
+:class:`~onewriter.jobs.RemoteQueue` over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .._errors import OneWriterError
+from ._errors import LeaseLost
+from ._model import DEFAULT_LEASE, Job
+
+log = logging.getLogger("onewriter.jobs.worker")
+
+Handler = Callable[[Job], Any]
+
+_MAX_BACKOFF = 5.0
+
+
+class PermanentError(Exception):
+    """Raise from a handler to send the job to the dead letters without retrying."""
+
+
+class Source(Protocol):
+    """What the runner needs of a queue."""
+
+    async def claim(
+        self,
+        queue: str,
+        *,
+        worker: str | None = None,
+        capabilities: Iterable[str] = (),
+        limit: int = 1,
+        lease: float = DEFAULT_LEASE,
+        wait: float = 0.0,
+    ) -> list[Job]: ...
+
+    async def heartbeat(self, job_id: int, token: str, lease: float = DEFAULT_LEASE) -> float: ...
+
+    async def complete_many(self, items: Iterable[tuple[int, str, Any]]) -> list[bool]: ...
+
+    async def fail(self, job_id: int, token: str, error: str, *, retry: bool = True) -> Any: ...
+
+    async def release(self, items: Iterable[tuple[int, str]]) -> list[bool]: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerOptions:
+    queue: str
+    capabilities: tuple[str, ...] = ()
+    concurrency: int = 8
+    """Jobs run at once (threads for sync handlers)."""
+    batch: int | None = None
+    """Most jobs per claim (default: the free slots)."""
+    lease: float = DEFAULT_LEASE
+    wait: float = 2.0
+    """Long-poll per claim; also bounds how long a stop waits for a claim in flight."""
+    grace: float = 10.0
+    """On stop, how long running jobs may take before they are released."""
+    name: str | None = None
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    lease_lost: int = 0
+    released: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "claimed": self.claimed,
+            "completed": self.completed,
+            "failed": self.failed,
+            "lease_lost": self.lease_lost,
+            "released": self.released,
+            "errors": dict(self.errors),
+        }
+
+
+class _Completions:
+    """Completions gathered while one ``complete_many`` is in flight, sent together."""
+
+    def __init__(self, source: Source, stats: WorkerStats) -> None:
+        self.source = source
+        self.stats = stats
+        self.pending: list[tuple[tuple[int, str, Any], asyncio.Future[bool]]] = []
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def complete(self, job: Job, result: Any) -> bool:
+        assert job.token is not None
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.pending.append(((job.id, job.token, result), future))
+        self.wake.set()
+        if self.task is None:
+            self.task = asyncio.create_task(self._send_loop())
+        return await future
+
+    async def _send_loop(self) -> None:
+        backoff = 0.05
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            batch, self.pending = self.pending, []
+            if not batch:
+                continue
+            try:
+                held = await self.source.complete_many([item for item, _ in batch])
+            except OneWriterError as exc:
+                _count(self.stats, exc)
+                log.warning("completing %d jobs failed (%s); retrying", len(batch), exc)
+                self.pending = batch + self.pending
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                self.wake.set()
+                continue
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            backoff = 0.05
+            for (_, future), ok in zip(batch, held, strict=True):
+                if not future.done():
+                    future.set_result(ok)
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+def _count(stats: WorkerStats, exc: BaseException) -> None:
+    code = getattr(exc, "code", type(exc).__name__)
+    stats.errors[code] = stats.errors.get(code, 0) + 1
+
+
+class Worker:
+    """Runs ``handler`` on the jobs of one queue until :meth:`stop`.
+
+    ::
+
+        worker = Worker(AsyncJobQueue(db), send_email, WorkerOptions(queue="emails"))
+        await worker.run()          # returns after worker.stop() and a graceful drain
+    """
+
+    def __init__(self, source: Source, handler: Handler, options: WorkerOptions) -> None:
+        if options.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.source = source
+        self.handler = handler
+        self.options = options
+        self.stats = WorkerStats()
+        self.abandoned = 0
+        """Sync handlers still running in their threads after the grace period (their jobs
+        were released; a process should exit without waiting for those threads)."""
+        self._stopping: asyncio.Event | None = None
+        self._running: dict[int, tuple[Job, asyncio.Task[None]]] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._completions = _Completions(source, self.stats)
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs get ``grace`` seconds, then are released.
+        Safe to call from a signal handler installed with ``loop.add_signal_handler``."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping is not None and self._stopping.is_set()
+
+    async def run(self) -> WorkerStats:
+        """Work until stopped; the figures of the run."""
+        self._stopping = stopping = asyncio.Event()
+        if not inspect.iscoroutinefunction(self.handler):
+            self._executor = ThreadPoolExecutor(
+                self.options.concurrency, thread_name_prefix="onewriter-job"
+            )
+        try:
+            await self._claim_loop(stopping)
+            await self._drain()
+        finally:
+            await self._completions.close()
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+        return self.stats
+
+    async def _claim_loop(self, stopping: asyncio.Event) -> None:
+        options = self.options
+        backoff = 0.05
+        while not stopping.is_set():
+            free = options.concurrency - len(self._running)
+            if free <= 0:
+                await self._wait_for_a_slot(stopping)
+                continue
+            try:
+                jobs = await self.source.claim(
+                    options.queue,
+                    worker=options.name,
+                    capabilities=options.capabilities,
+                    limit=min(free, options.batch or free),
+                    lease=options.lease,
+                    wait=options.wait,
+                )
+            except OneWriterError as exc:
+                _count(self.stats, exc)
+                log.warning("claim failed (%s); retrying in %.2f s", exc, backoff)
+                await _sleep_unless(stopping, backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            backoff = 0.05
+            self.stats.claimed += len(jobs)
+            for job in jobs:
+                self._running[job.id] = (job, asyncio.create_task(self._run_one(job)))
+            if not jobs and options.wait <= 0:
+                await _sleep_unless(stopping, 0.05)
+
+    async def _wait_for_a_slot(self, stopping: asyncio.Event) -> None:
+        tasks = {task for _, task in self._running.values()}
+        stop_wait = asyncio.create_task(stopping.wait())
+        try:
+            await asyncio.wait({*tasks, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        tasks = {task for _, task in self._running.values()}
+        _, late = await asyncio.wait(tasks, timeout=self.options.grace)
+        if not late:
+            return
+        held = [(job.id, job.token) for job, task in self._running.values() if task in late]
+        if self._executor is not None:
+            self.abandoned = len(held)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        items = [(job_id, token) for job_id, token in held if token is not None]
+        try:
+            released = await self.source.release(items)
+        except OneWriterError as exc:
+            _count(self.stats, exc)
+            log.warning("releasing %d jobs failed (%s); their leases will expire", len(items), exc)
+            return
+        self.stats.released += sum(released)
+
+    async def _run_one(self, job: Job) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(job))
+        try:
+            try:
+                result = await self._call_handler(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._fail(job, exc)
+                return
+            finally:
+                heartbeat.cancel()
+            try:
+                held = await self._completions.complete(job, result)
+            except Exception as exc:
+                _count(self.stats, exc)
+                log.exception("completing job %d failed; its lease will expire", job.id)
+                return
+            if held:
+                self.stats.completed += 1
+            else:
+                self.stats.lease_lost += 1
+                log.warning("job %d finished after its lease was lost; result dropped", job.id)
+        finally:
+            self._running.pop(job.id, None)
+
+    async def _call_handler(self, job: Job) -> Any:
+        if self._executor is None:
+            return await self.handler(job)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self.handler, job)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _fail(self, job: Job, exc: Exception) -> None:
+        assert job.token is not None
+        retry = not isinstance(exc, PermanentError)
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            await self.source.fail(job.id, job.token, error, retry=retry)
+            self.stats.failed += 1
+        except LeaseLost:
+            self.stats.lease_lost += 1
+        except OneWriterError as fail_error:
+            _count(self.stats, fail_error)
+            log.warning("recording the failure of job %d failed: %s", job.id, fail_error)
+
+    async def _heartbeat(self, job: Job) -> None:
+        assert job.token is not None
+        every = max(self.options.lease / 3, 0.01)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.source.heartbeat(job.id, job.token, self.options.lease)
+            except LeaseLost:
+                log.warning("job %d: lease lost while running", job.id)
+                return
+            except OneWriterError as exc:
+                _count(self.stats, exc)
+
+
+async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
