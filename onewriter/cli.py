@@ -16,11 +16,16 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._backup import backup_database, integrity_check, restore_database
+from ._cipher import read_key_file
 from ._config import Config
-from ._database import connect
+from ._database import Database, connect
 from ._errors import OneWriterError
 from ._ops import Ops
 from ._tables import print_stats
+from .demo._cli import register as register_demo
+from .jobs._cli import register as register_jobs
+from .load._cli import register as register_load
 
 
 def env_default(name: str, default: Any = None) -> Any:
@@ -52,6 +57,17 @@ def load_object(spec: str) -> Any:
     return obj
 
 
+def _key_from(args: argparse.Namespace) -> str | None:
+    """The key in ``--key-file``, if one was given."""
+    path = getattr(args, "key_file", None)
+    if not path:
+        return None
+    try:
+        return read_key_file(path)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"onewriter: cannot use key file {path}: {exc}") from None
+
+
 def _config_from(args: argparse.Namespace, **fixed: Any) -> Config:
     migrations = tuple(load_object(args.migrations)) if getattr(args, "migrations", None) else ()
     return Config(
@@ -59,8 +75,14 @@ def _config_from(args: argparse.Namespace, **fixed: Any) -> Config:
         max_pending=args.max_pending,
         max_batch=args.max_batch,
         migrations=migrations,
+        checkpoint=getattr(args, "checkpoint", "writer"),
+        key=_key_from(args),
         **fixed,
     )
+
+
+def _add_key_flag(p: argparse.ArgumentParser) -> None:
+    add_flag(p, "--key-file", "open the database through SQLCipher with the key in this file")
 
 
 def _add_writer_flags(p: argparse.ArgumentParser) -> None:
@@ -69,6 +91,55 @@ def _add_writer_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--durability", "normal or full", default="normal", choices=["normal", "full"])
     add_flag(p, "--max-pending", "queued requests before QUEUE_FULL", default=500, type=int)
     add_flag(p, "--max-batch", "most requests in one commit", default=1000, type=int)
+    add_flag(
+        p,
+        "--checkpoint",
+        "who checkpoints the WAL: the writer, or an external tool such as Litestream",
+        default="writer",
+        choices=["writer", "external"],
+    )
+    _add_key_flag(p)
+
+
+def _add_remote_flags(p: argparse.ArgumentParser) -> None:
+    """Producers on other machines (docs/remote.md)."""
+    add_flag(p, "--listen", "also serve TCP at tcp://HOST:PORT (needs --token-file)")
+    add_flag(p, "--token-file", "the TCP transport's shared secret, in this file")
+    add_flag(p, "--tls-cert", "speak TLS on --listen with this PEM certificate chain")
+    add_flag(p, "--tls-key", "the PEM private key of --tls-cert")
+    add_flag(p, "--allow-sql", "accept raw SQL writes over TCP and Redis", action="store_true")
+    add_flag(p, "--max-connections", "most TCP connections at once", default=256, type=int)
+    add_flag(p, "--redis", "also take requests from a Redis list at redis://HOST:PORT/DB")
+    add_flag(p, "--redis-queue", "the Redis list's name", default="onewriter")
+
+
+_YES = ("1", "true", "yes", "on")  # a store_true flag's environment fallback, as text
+
+
+def _remote_fields(args: argparse.Namespace) -> dict[str, Any]:
+    token = None
+    if args.token_file:
+        with open(args.token_file) as f:
+            token = f.read().strip()
+        if not token:
+            raise SystemExit(f"{args.token_file} holds no token")
+    return {
+        "listen": args.listen,
+        "token": token,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "allow_sql_remote": args.allow_sql is True or str(args.allow_sql).lower() in _YES,
+        "max_connections": args.max_connections,
+        "redis_url": args.redis,
+        "redis_queue": args.redis_queue,
+    }
+
+
+def _remote_words(db: Database) -> str:
+    """Where a writer in this process can be reached from other hosts, for READY."""
+    writer = db._core.local_writer
+    remote = writer.remote if writer is not None else None
+    return "".join(f" {word}" for word in remote.describe()) if remote is not None else ""
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -76,7 +147,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ops = load_object(args.ops) if args.ops else Ops()
     if not isinstance(ops, Ops):
         raise SystemExit(f"{args.ops} is not an onewriter.Ops registry")
-    db = connect(args.database, ops=ops, config=_config_from(args, role="writer"))
+    try:
+        config = _config_from(args, role="writer", **_remote_fields(args))
+    except ValueError as exc:
+        raise SystemExit(f"onewriter serve: {exc}") from None
+    db = connect(args.database, ops=ops, config=config)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -85,7 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGUSR2, lambda *_: print_stats(db.stats()))
-    print(f"READY writer pid={os.getpid()} database={db.path}", flush=True)
+    print(f"READY writer pid={os.getpid()} database={db.path}{_remote_words(db)}", flush=True)
     stop.wait()
     db.close()
     print("stopped", flush=True)
@@ -94,7 +169,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     """Ask the running writer of DB for its figures and print them."""
-    db = connect(args.database, role="client", failover_timeout=args.timeout)
+    db = connect(args.database, role="client", failover_timeout=args.timeout, key=_key_from(args))
     try:
         stats = db.stats()
     finally:
@@ -119,6 +194,7 @@ def _register_core(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     serve.add_argument("database", help="path of the SQLite database file")
     _add_writer_flags(serve)
+    _add_remote_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
     stats = sub.add_parser(
@@ -127,11 +203,57 @@ def _register_core(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     stats.add_argument("database", help="path of the SQLite database file")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_flag(stats, "--timeout", "seconds to wait for a writer", default=3.0, type=float)
+    _add_key_flag(stats)
     stats.set_defaults(func=cmd_stats)
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy DB to DEST from one read snapshot while its writer goes on writing, then
+    check the copy with PRAGMA integrity_check."""
+    config = Config(key=_key_from(args))
+    result = backup_database(args.database, args.dest, config)
+    problems = [] if args.no_check else integrity_check(result.path, config)
+    print(
+        f"backup {result.path}: {result.pages} pages, {result.bytes} bytes "
+        f"in {result.seconds:.3f} s; integrity: {'; '.join(problems) or 'ok'}",
+        flush=True,
+    )
+    return 1 if problems else 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Replace DB with BACKUP through SQLite's backup API, refusing a backup that fails
+    PRAGMA integrity_check; stop DB's writer first."""
+    result = restore_database(args.backup, args.database, Config(key=_key_from(args)))
+    print(f"restored {result.path}: {result.pages} pages, integrity: ok", flush=True)
+    return 0
+
+
+def _register_backup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backup = sub.add_parser(
+        "backup", help="copy a live database consistently", description=cmd_backup.__doc__
+    )
+    backup.add_argument("database", help="path of the SQLite database file")
+    backup.add_argument("dest", help="where to write the copy")
+    backup.add_argument(
+        "--no-check", action="store_true", help="skip the integrity check of the copy"
+    )
+    _add_key_flag(backup)
+    backup.set_defaults(func=cmd_backup)
+
+    restore = sub.add_parser(
+        "restore", help="replace a database with a checked backup", description=cmd_restore.__doc__
+    )
+    restore.add_argument("backup", help="the backup file")
+    restore.add_argument("database", help="path of the SQLite database file to replace")
+    _add_key_flag(restore)
+    restore.set_defaults(func=cmd_restore)
+
+
 #: Subcommand registrars, one per part of onewriter.
-COMMANDS: list[Register] = [_register_core]
+COMMANDS: list[Register] = [_register_core, _register_backup]
+COMMANDS += [register_demo, register_load]
+COMMANDS.append(register_jobs)
 
 
 def build_parser() -> argparse.ArgumentParser:

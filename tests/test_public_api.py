@@ -81,3 +81,20 @@ def test_the_package_is_typed() -> None:
     source = inspect.getsourcefile(onewriter)
     assert source is not None
     assert (Path(source).parent / "py.typed").exists()
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_every_config_field_is_documented() -> None:
+    import dataclasses
+
+    api = (DOCS / "api.md").read_text()
+    missing = [f.name for f in dataclasses.fields(onewriter.Config) if f"`{f.name}`" not in api]
+    assert not missing, f"docs/api.md lacks Config fields: {missing}"
+
+
+def test_every_public_name_is_documented() -> None:
+    text = "".join(p.read_text() for p in DOCS.glob("*.md"))
+    missing = [name for name in onewriter.__all__ if name != "__version__" and name not in text]
+    assert not missing, f"docs lack: {missing}"

@@ -1,0 +1,435 @@
+"""Producers on other machines: the faces that reach a writer by address, and the writer's
+side of the remote transports.
+
+``connect("tcp://host:7480", token=...)`` and ``connect("redis://host:6379/0", queue=...)``
+return a :class:`Database` (or :class:`AsyncDatabase`) whose core has no local file: no
+lock, no election, no reader pool. Writes go to the writer over the transport; reads are
+sent there too (a ``read`` request) and run on a reader pool of the writer's host.
+
+The transports themselves live in ``_tcp.py`` and ``_redis.py``; they are imported only
+when used (the Redis client is an optional dependency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from . import _protocol as proto
+from ._client import AsyncChannel, SyncChannel
+from ._config import Config
+from ._core import Core
+from ._database import AsyncDatabase, Database, make_config
+from ._errors import BadRequest, OneWriterError, TooLarge
+from ._ops import Ops
+from ._readpool import Params, ReadPool
+
+if TYPE_CHECKING:
+    from ._redis import RedisConsumer
+    from ._tcp import TcpListener
+    from ._writer import WriterService
+
+log = logging.getLogger("onewriter.remote")
+
+
+# -- addresses ------------------------------------------------------------------------------
+
+
+def tcp_address(url: str) -> tuple[str, int]:
+    """The host and port of ``tcp://HOST:PORT`` (IPv6 hosts in brackets)."""
+    parts = urlsplit(url)
+    if parts.scheme != "tcp" or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError(f"expected tcp://HOST:PORT, got {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"bad port in {url!r}") from None
+    if port is None:
+        raise ValueError(f"{url!r} names no port")
+    return parts.hostname, port
+
+
+def tcp_url(host: str, port: int) -> str:
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+# -- reads served for remote clients -----------------------------------------------------------
+
+
+def rows_to_wire(rows: list[sqlite3.Row]) -> dict[str, Any]:
+    return {"columns": list(rows[0].keys()) if rows else [], "rows": [tuple(r) for r in rows]}
+
+
+class RowBuilder:
+    """Turns a remote read's columns and values back into ``sqlite3.Row`` objects, so that
+    a remote read returns what a local one does.
+
+    A Row takes its column names from a cursor's description, so one cursor per distinct
+    column list, over an in-memory database that holds no data, describes them.
+    """
+
+    _MAX_SHAPES = 64
+
+    def __init__(self) -> None:
+        self._conn: sqlite3.Connection | None = None
+        self._cursors: dict[tuple[str, ...], sqlite3.Cursor] = {}
+        self._lock = threading.Lock()
+
+    def build(self, result: Any) -> list[sqlite3.Row]:
+        if not isinstance(result, dict):
+            raise BadRequest(f"malformed read result: {result!r}")
+        columns, values = result.get("columns"), result.get("rows")
+        if not isinstance(columns, list) or not isinstance(values, list):
+            raise BadRequest("a read result needs columns and rows")
+        if not values:
+            return []
+        cursor = self._describe(tuple(str(c) for c in columns))
+        return [sqlite3.Row(cursor, tuple(v)) for v in values]
+
+    def _describe(self, columns: tuple[str, ...]) -> sqlite3.Cursor:
+        with self._lock:
+            cursor = self._cursors.get(columns)
+            if cursor is None:
+                if self._conn is None:
+                    self._conn = sqlite3.connect(":memory:", check_same_thread=False)
+                names = ", ".join('NULL AS "{}"'.format(c.replace('"', '""')) for c in columns)
+                if len(self._cursors) >= self._MAX_SHAPES:
+                    self._cursors.clear()
+                cursor = self._cursors[columns] = self._conn.execute(f"SELECT {names}")
+            return cursor
+
+    def close(self) -> None:
+        with self._lock:
+            self._cursors.clear()
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+def read_fields(sql: str, params: Params, timeout: float | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"t": "read", "sql": sql, "params": _wire_params(params)}
+    if timeout is not None:
+        fields["timeout"] = timeout
+    return fields
+
+
+def _wire_params(params: Params) -> list[Any] | dict[str, Any]:
+    return params if isinstance(params, dict) else list(params)
+
+
+class RemoteReads:
+    """Reads for clients on other hosts, run on a reader pool of the writer's host.
+
+    They run on the pool's threads, never on the writer's loop; each answer is handed
+    back on the writer's loop.
+    """
+
+    def __init__(self, service: WriterService) -> None:
+        self.config = service.config
+        self.pool = ReadPool(service.db_path, service.config)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.served = 0
+
+    def start(self, rid: Any, message: dict[str, Any], answer: Callable[[bytes], None]) -> None:
+        """Check ``message`` now, run it on a pool thread, then ``answer(reply body)``."""
+        sql = message.get("sql")
+        params = message.get("params", [])
+        timeout = message.get("timeout")
+        problem = None
+        if not isinstance(sql, str):
+            problem = "a read needs sql (a string)"
+        elif not isinstance(params, list | dict):
+            problem = "read params must be a list or a map"
+        elif timeout is not None and (
+            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
+        ):
+            problem = "a read timeout must be a positive number of seconds"
+        if problem is not None or not isinstance(sql, str):
+            answer(proto.pack({"id": rid, "error": BadRequest(problem).to_wire()}))
+            return
+        limit = self.config.read_timeout
+        if timeout is not None:
+            limit = timeout if limit is None else min(limit, float(timeout))
+        task = asyncio.get_running_loop().create_task(self._run(rid, sql, params, limit, answer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self,
+        rid: Any,
+        sql: str,
+        params: Params,
+        timeout: float | None,
+        answer: Callable[[bytes], None],
+    ) -> None:
+        try:
+            rows = await self.pool.read_async(sql, params, timeout=timeout)
+            body = proto.pack({"id": rid, "ok": True, "result": rows_to_wire(rows)})
+            if len(body) > self.config.max_frame:
+                raise TooLarge(
+                    f"the read's {len(rows)} rows take {len(body)} bytes, over max_frame"
+                )
+        except OneWriterError as exc:
+            body = proto.pack({"id": rid, "error": exc.to_wire()})
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            failed = BadRequest(f"the read failed: {type(exc).__name__}: {exc}")
+            body = proto.pack({"id": rid, "error": failed.to_wire()})
+        self.served += 1
+        answer(body)
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self.pool.close()
+
+
+# -- the writer's side ------------------------------------------------------------------------
+
+
+class RemoteEndpoints:
+    """The writer's network faces, as configured: a TCP listener and a Redis consumer."""
+
+    def __init__(self, service: WriterService) -> None:
+        self.service = service
+        self.reads = RemoteReads(service)
+        self.tcp: TcpListener | None = None
+        self.redis: RedisConsumer | None = None
+
+    async def start(self) -> None:
+        config = self.service.config
+        if config.listen is not None:
+            from ._tcp import TcpListener
+
+            self.tcp = TcpListener(self.service, self.reads)
+            await self.tcp.start()
+        if config.redis_url is not None:
+            from ._redis import RedisConsumer
+
+            self.redis = RedisConsumer(self.service, self.reads)
+            self.redis.start()
+
+    def describe(self) -> list[str]:
+        """Where this writer can be reached from other hosts, as ``name=value`` words."""
+        words = []
+        if self.tcp is not None:
+            words.append(f"listen={self.tcp.url}")
+        if self.redis is not None:
+            words += [f"redis={self.redis.redacted_url}", f"queue={self.redis.queue}"]
+        return words
+
+    def begin_drain(self) -> None:
+        """Take no new connections or Redis requests; those already taken finish."""
+        if self.tcp is not None:
+            self.tcp.stop_listening()
+        if self.redis is not None:
+            self.redis.stop()
+
+    def close(self) -> None:
+        """Wait for the Redis consumer's last answers, then close the reader pool."""
+        if self.redis is not None:
+            self.redis.close()
+        self.reads.close()
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"reads_served": self.reads.served}
+        if self.tcp is not None:
+            data["tcp"] = self.tcp.stats()
+        if self.redis is not None:
+            data["redis"] = self.redis.stats()
+        return data
+
+
+async def start_endpoints(service: WriterService) -> RemoteEndpoints:
+    """Start the remote faces that ``service.config`` asks for."""
+    endpoints = RemoteEndpoints(service)
+    try:
+        await endpoints.start()
+    except BaseException:
+        endpoints.begin_drain()
+        endpoints.close()
+        raise
+    return endpoints
+
+
+# -- the client's side: a core and faces with the writer on another host ----------------------
+
+
+class RemoteCore(Core):
+    """A core whose writer runs on another host.
+
+    There is no database file here, so no lock, no election and no reader pool:
+    ``Core.__init__`` is deliberately not called, as everything it opens belongs to a
+    local file. Each transport says how to make its channels.
+    """
+
+    def __init__(self, url: str, config: Config, ops: Ops) -> None:
+        self.database = url
+        self.db_path = url
+        self.config = config
+        self.ops = ops
+        self.pid = os.getpid()
+        self.local_writer = None
+        self.closed = False
+        self.rows = RowBuilder()
+
+    def running_local_writer(self) -> None:
+        return None
+
+    @property
+    def joins_others(self) -> bool:
+        return True
+
+    def try_become_writer(self) -> None:
+        return None
+
+    def why_unavailable(self) -> str:
+        return f"nobody answered at {self.database}"
+
+    def sync_channel(self) -> SyncChannel:
+        """A line for one thread."""
+        raise NotImplementedError
+
+    def async_channel(self, loop: asyncio.AbstractEventLoop) -> AsyncChannel:
+        """A pipelined line for one event loop."""
+        raise NotImplementedError
+
+    async def aclose_channel(self, channel: AsyncChannel) -> None:
+        """Release what ``channel`` holds that only a coroutine can close."""
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.rows.close()
+
+
+def open_remote_core(url: str, config: Config, ops: Ops) -> RemoteCore:
+    if url.startswith("tcp://"):
+        from ._tcp import TcpCore
+
+        return TcpCore(url, config, ops)
+    from ._redis import RedisCore
+
+    return RedisCore(url, config, ops)
+
+
+class RemoteDatabase(Database):
+    """A :class:`Database` whose writer runs on another host (``tcp://`` or ``redis://``).
+
+    Writes, and reads too, go to the writer's host; reads run there on its reader pool.
+    """
+
+    _core: RemoteCore
+
+    def _open_core(self) -> RemoteCore:
+        return open_remote_core(self._database, self.config, self._ops)
+
+    def _live_core(self) -> RemoteCore:
+        core = super()._live_core()
+        assert isinstance(core, RemoteCore)
+        return core
+
+    @property
+    def path(self) -> str:
+        """The writer's address."""
+        return self._database
+
+    @property
+    def is_writer(self) -> bool:
+        return False
+
+    def _channel(self) -> SyncChannel:
+        core = self._live_core()
+        channel: SyncChannel | None = getattr(self._local, "channel", None)
+        if channel is None or channel.core is not core:
+            channel = core.sync_channel()
+            self._local.channel = channel
+            with self._channels_lock:
+                self._channels.append(channel)
+        return channel
+
+    def read(
+        self, sql: str, params: Params = (), *, timeout: float | None = None
+    ) -> list[sqlite3.Row]:
+        """Run a read on the writer's host (its reader pool); rows have columns by name."""
+        result = self._channel().call(read_fields(sql, params, timeout), write=False)
+        return self._live_core().rows.build(result)
+
+
+class AsyncRemoteDatabase(AsyncDatabase):
+    """The asyncio twin of :class:`RemoteDatabase`: many requests in flight at once."""
+
+    _core: RemoteCore
+
+    def _open_core(self) -> RemoteCore:
+        return open_remote_core(self._database, self.config, self._ops)
+
+    def _live_core(self) -> RemoteCore:
+        core = super()._live_core()
+        assert isinstance(core, RemoteCore)
+        return core
+
+    @property
+    def path(self) -> str:
+        """The writer's address."""
+        return self._database
+
+    @property
+    def is_writer(self) -> bool:
+        return False
+
+    def _channel(self) -> AsyncChannel:
+        core = self._live_core()
+        loop = asyncio.get_running_loop()
+        channel = self._channels.get(loop)
+        if channel is None or channel.core is not core:
+            channel = core.async_channel(loop)
+            self._channels[loop] = channel
+        return channel
+
+    async def read(
+        self, sql: str, params: Params = (), *, timeout: float | None = None
+    ) -> list[sqlite3.Row]:
+        """Run a read on the writer's host (its reader pool)."""
+        result = await self._channel().call(read_fields(sql, params, timeout), write=False)
+        return self._live_core().rows.build(result)
+
+    async def close(self) -> None:
+        """Close the lines (and their Redis clients) and forget the writer. Idempotent."""
+        mine = not self._closed and self._core.pid == os.getpid()
+        channel = self._channels.get(asyncio.get_running_loop()) if mine else None
+        await super().close()
+        if channel is not None:
+            await self._core.aclose_channel(channel)
+
+
+def _remote_config(config: Config | None, overrides: dict[str, Any]) -> Config:
+    """``queue=`` is the short name of ``redis_queue`` on ``connect("redis://...")``."""
+    if "queue" in overrides:
+        overrides["redis_queue"] = overrides.pop("queue")
+    return make_config(config, overrides)
+
+
+def connect_remote(
+    url: str, *, ops: Ops | None = None, config: Config | None = None, **overrides: Any
+) -> Database:
+    """``connect()`` for ``tcp://`` and ``redis://`` addresses."""
+    db = RemoteDatabase(url, ops, _remote_config(config, overrides))
+    try:
+        return db.start()
+    except BaseException:
+        db.close()
+        raise
+
+
+def connect_remote_async(
+    url: str, *, ops: Ops | None = None, config: Config | None = None, **overrides: Any
+) -> AsyncDatabase:
+    """``connect_async()`` for ``tcp://`` and ``redis://`` addresses."""
+    return AsyncRemoteDatabase(url, ops, _remote_config(config, overrides))
