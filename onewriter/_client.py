@@ -169,7 +169,12 @@ class SyncChannel:
     ) -> Any:
         if retry:
             message["retry"] = True
-        sock.sendall(proto.frame(message))
+        data = proto.frame(message)
+        limit = self.core.config.max_frame
+        if len(data) - proto.HEADER_SIZE > limit:
+            # The writer would close the connection on it, and every re-send likewise.
+            raise TooLarge(f"request of {len(data)} bytes is over the frame limit of {limit}")
+        sock.sendall(data)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

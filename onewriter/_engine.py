@@ -63,6 +63,7 @@ DEDUP_RECORD = (
 DEDUP_ACK = "DELETE FROM _onewriter_applied WHERE client = ? AND last_seq < ?"
 DEDUP_EXPIRE = "DELETE FROM _onewriter_applied WHERE at < ?"
 _ACK_PRUNE_STEP = 256
+_REPLY_OVERHEAD = 64  # a reply's id and keys around its result, with room to spare
 
 # Reply bodies are spliced from pre-encoded parts: {"id": id, "ok": true, "result": ...}
 _OK_HEAD = b"\x83" + proto.pack("id")
@@ -71,6 +72,22 @@ _OK_TAIL = proto.pack("ok") + proto.pack(True) + proto.pack("result")
 
 class _Unsendable(Exception):
     """An op's result could not be encoded for its reply."""
+
+
+def _applied_earlier(pending: list[Request], retry: Request) -> bytes | None:
+    """The result of the same write applied earlier in this batch (its record is written
+    only at the end of the batch), for a retry that caught up with its original."""
+    for req in pending:
+        if req is retry:
+            return None
+        if (
+            req.seq == retry.seq
+            and req.client == retry.client
+            and req.encoded is not None
+            and not req.replayed
+        ):
+            return req.encoded
+    return None
 
 
 class Sink(Protocol):
@@ -333,9 +350,10 @@ class Engine:
         execute = conn.execute
         call = self._call
         pack = proto.pack
+        max_result = self.config.max_frame - _REPLY_OVERHEAD
         for req in pending:
             if req.retry and req.client is not None:
-                found = self._lookup(req.client, req.seq)
+                found = self._lookup(req.client, req.seq) or _applied_earlier(pending, req)
                 if found is not None:
                     req.encoded = found
                     req.replayed = True
@@ -351,7 +369,12 @@ class Engine:
                 try:
                     req.encoded = pack(result)
                 except Exception as exc:
-                    raise _Unsendable(f"{type(exc).__name__}: {exc}") from exc
+                    raise _Unsendable(f"msgpack cannot encode it: {type(exc).__name__}") from exc
+                if len(req.encoded) > max_result:
+                    # Its reply frame would be refused: fail it now, before it commits.
+                    raise _Unsendable(
+                        f"it is {len(req.encoded)} bytes, over the frame limit of {max_result}"
+                    )
                 if guarded:
                     execute(_RELEASE)
             except Exception as exc:
@@ -422,7 +445,7 @@ class Engine:
                     "transaction and must not BEGIN, COMMIT, ROLLBACK or RELEASE it"
                 )
         if isinstance(exc, _Unsendable):
-            return OpFailed(f"{what} returned a result that msgpack cannot encode: {exc}")
+            return OpFailed(f"{what} returned a result that cannot be sent: {exc}")
         return OpFailed(f"{what} raised {type(exc).__name__}: {exc}")
 
     def note_ack(self, client: bytes, ack: int) -> None:

@@ -63,6 +63,23 @@ def frame_packed(bodies: list[bytes]) -> bytes:
     return b"".join([HEADER.pack(size), head, *bodies])
 
 
+def frames_packed(bodies: list[bytes], limit: int) -> bytes:
+    """Already-encoded messages in as few frames as keep each body within ``limit``."""
+    if sum(map(len, bodies)) + 5 <= limit:
+        return frame_packed(bodies)
+    frames: list[bytes] = []
+    group: list[bytes] = []
+    size = 5  # the list header
+    for body in bodies:
+        if group and size + len(body) > limit:
+            frames.append(frame_packed(group))
+            group, size = [], 5
+        group.append(body)
+        size += len(body)
+    frames.append(frame_packed(group))
+    return b"".join(frames)
+
+
 def unpack(body: bytes | memoryview) -> Any:
     """Decode a frame body; a body that is not valid msgpack is a ``BAD_REQUEST``."""
     try:

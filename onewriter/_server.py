@@ -104,7 +104,7 @@ class ClientConnection(asyncio.Protocol):
         if self._out:
             out, self._out = self._out, []
             if not self.closed and self.transport is not None:
-                self.transport.write(proto.frame_packed(out))
+                self.transport.write(proto.frames_packed(out, self.service.config.max_frame))
 
     # -- intake -------------------------------------------------------------------------
 

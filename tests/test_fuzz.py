@@ -1,0 +1,85 @@
+"""Bad input, fuzzed: arbitrary frames and sequences of valid and broken requests thrown
+at a live writer process, while a well-behaved client keeps writing beside them.
+
+The strategies and the checks live in the standalone fuzz target (fuzz/writer_fuzz.py);
+this runs a bounded number of its examples.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
+
+import writer_fuzz
+from writer_fuzz import LiveWriter, Script, attack, live_writer, record, scripts
+
+import onewriter
+
+
+class SteadyClient:
+    """A well-behaved client writing on its own thread for as long as the attack lasts."""
+
+    def __init__(self, database: str) -> None:
+        self.db = onewriter.connect(database, ops=writer_fuzz.ops, role="client")
+        self.written = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):  # a steady trickle, not a load test
+            try:
+                self.db.write(record, token=f"steady-{self.written}")
+                self.written += 1
+            except onewriter.OneWriterError as exc:
+                self.errors.append(f"{exc.code}: {exc.message}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.db.close()
+
+
+@pytest.fixture(scope="module")
+def writer() -> Iterator[LiveWriter]:
+    with live_writer() as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def steady(writer: LiveWriter) -> Iterator[SteadyClient]:
+    client = SteadyClient(writer.db)
+    try:
+        yield client
+    finally:
+        client.stop()
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(script=scripts)
+def test_the_writer_survives_arbitrary_input(
+    writer: LiveWriter, steady: SteadyClient, script: Script
+) -> None:
+    attack(writer, script)
+
+
+def test_the_steady_client_was_served_throughout(writer: LiveWriter, steady: SteadyClient) -> None:
+    """Runs after the attack (same module fixtures): nothing failed beside it."""
+    writer.assert_alive()
+    assert steady.errors == []
+    assert steady.written >= 10
+    assert sum(1 for t in writer.tokens("steady-").values() if t == 1) >= steady.written
+    seen = writer_fuzz.seen
+    assert seen["ok"] > 0 and seen["BAD_REQUEST"] > 0, dict(seen)
