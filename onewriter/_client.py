@@ -302,10 +302,16 @@ class AsyncChannel:
         self._failure: BaseException | None = None
         self.closed = False
 
-    async def call(self, fields: dict[str, Any], *, write: bool = True) -> Any:
+    def call(self, fields: dict[str, Any], *, write: bool = True) -> asyncio.Future[Any]:
+        """Send a request; the future resolves with its result.
+
+        Takes ownership of ``fields`` (it becomes the message). The entry leaves
+        ``pending`` when it is resolved, timed out, or found cancelled.
+        """
         self.next_id += 1
         rid = self.next_id
-        message = {"id": rid, **fields}
+        message = fields
+        message["id"] = rid
         if write:
             message["seq"] = rid
         loop = self.loop
@@ -314,11 +320,8 @@ class AsyncChannel:
         self.pending[rid] = entry
         if self._sweeper is None:
             self._sweeper = loop.call_later(_SWEEP_INTERVAL, self._sweep)
-        try:
-            self._send(rid, entry, retry=False)
-            return await future
-        finally:
-            self.pending.pop(rid, None)
+        self._send(rid, entry, retry=False)
+        return future
 
     # -- sending ------------------------------------------------------------------------
 
@@ -439,7 +442,9 @@ class AsyncChannel:
 
     def _resend_all(self) -> None:
         for rid, entry in list(self.pending.items()):
-            if not entry.future.done():
+            if entry.future.done():
+                del self.pending[rid]
+            else:
                 self._send(rid, entry, retry="seq" in entry.message)
 
     # -- receiving ----------------------------------------------------------------------
@@ -484,7 +489,7 @@ class AsyncChannel:
             self._start_finding()
 
     def _resolve(self, rid: Any, value: Any, error: BaseException | None) -> None:
-        entry = self.pending.get(rid)
+        entry = self.pending.pop(rid, None)
         if entry is not None:
             _settle(entry.future, value, error)
 
@@ -494,8 +499,12 @@ class AsyncChannel:
         if self.closed or not self.pending:
             return
         now = self.loop.time()
-        for entry in list(self.pending.values()):
-            if entry.deadline <= now:
+        pending = self.pending
+        for rid, entry in list(pending.items()):
+            if entry.future.done():
+                del pending[rid]  # cancelled by its caller
+            elif entry.deadline <= now:
+                del pending[rid]
                 _settle(
                     entry.future,
                     None,

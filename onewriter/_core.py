@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from . import _fork
 from . import _protocol as proto
 from ._config import Config, resolve_paths
 from ._election import ElectionLock
@@ -41,6 +42,7 @@ class Core:
         self.ops = ops
         self.db_path, self.socket_path, self.lock_path = resolve_paths(database, config)
         self.pid = os.getpid()
+        self.forks = _fork.generation()
         self.lock = ElectionLock(self.lock_path)
         self.local_writer: WriterService | None = None
         self.reads = ReadPool(self.db_path, config)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
+from . import _fork
 from ._backup import BackupResult, backup_database
 from ._client import AsyncChannel, SyncChannel
 from ._config import Config
@@ -110,7 +111,7 @@ class _Face:
         if self._closed:
             raise Closed(f"the database {self._database!r} is closed")
         core = self._core
-        if core.pid != os.getpid():
+        if core.forks != _fork.generation():
             # Forked: never use (nor close) the parent's connections or sockets.
             _abandoned.append(core)
             if core.local_writer is not None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from . import _fork
 from . import _protocol as proto
 from ._client import AsyncChannel, SyncChannel
 from ._config import Config
@@ -274,6 +275,7 @@ class RemoteCore(Core):
         self.config = config
         self.ops = ops
         self.pid = os.getpid()
+        self.forks = _fork.generation()
         self.local_writer = None
         self.closed = False
         self.rows = RowBuilder()
