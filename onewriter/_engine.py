@@ -34,12 +34,12 @@ _STORAGE_ERRORS = {10, 13}  # SQLITE_IOERR, SQLITE_FULL (primary codes)
 # The engine's own transaction statements carry a marker. sqlite3 caches prepared
 # statements by their text and the authorizer runs only when one is prepared: an op's
 # plain "COMMIT" must never reuse the engine's cached, already authorized statement.
-_BEGIN = "BEGIN IMMEDIATE /* onewriter */"
-_COMMIT = "COMMIT /* onewriter */"
-_ROLLBACK = "ROLLBACK /* onewriter */"
-_SAVEPOINT = "SAVEPOINT _ow /* onewriter */"
-_RELEASE = "RELEASE _ow /* onewriter */"
-_ROLLBACK_TO = "ROLLBACK TO _ow /* onewriter */"
+BEGIN_SQL = "BEGIN IMMEDIATE /* onewriter */"
+COMMIT_SQL = "COMMIT /* onewriter */"
+ROLLBACK_SQL = "ROLLBACK /* onewriter */"
+SAVEPOINT_SQL = "SAVEPOINT _ow /* onewriter */"
+RELEASE_SQL = "RELEASE _ow /* onewriter */"
+ROLLBACK_TO_SQL = "ROLLBACK TO _ow /* onewriter */"
 
 # Exactly-once records: one row per client per batch, holding {seq: encoded result} for
 # that client's writes committed in the batch (a row per request cost ~3 us each).
@@ -231,17 +231,17 @@ class Engine:
                 )
             except BaseException:
                 if conn.in_transaction:
-                    conn.execute(_ROLLBACK)
+                    conn.execute(ROLLBACK_SQL)
                 raise
             return
-        conn.execute(_BEGIN)
+        conn.execute(BEGIN_SQL)
         try:
             migration(conn)
             conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute(_COMMIT)
+            conn.execute(COMMIT_SQL)
         except BaseException:
             if conn.in_transaction:
-                conn.execute(_ROLLBACK)
+                conn.execute(ROLLBACK_SQL)
             raise
 
     # -- the authorizer keeps ops from ending the writer's transaction ------------------
@@ -290,7 +290,7 @@ class Engine:
         self._internal = True
         if self.conn.in_transaction:
             try:
-                self.conn.execute(_ROLLBACK)
+                self.conn.execute(ROLLBACK_SQL)
             except sqlite3.Error:
                 log.exception("ROLLBACK of an abandoned batch failed")
 
@@ -307,7 +307,7 @@ class Engine:
         guarded = False
         while pending:
             try:
-                conn.execute(_BEGIN)
+                conn.execute(BEGIN_SQL)
             except sqlite3.Error as exc:
                 self._fail_all(pending, CommitFailed(f"could not begin: {exc}"))
                 return
@@ -316,7 +316,7 @@ class Engine:
                 # An op failed on the unguarded pass, or SQLite rolled the whole
                 # transaction back (storage errors do): run the rest again, guarded.
                 if conn.in_transaction:
-                    conn.execute(_ROLLBACK)
+                    conn.execute(ROLLBACK_SQL)
                 pending = [r for r in pending if r.error is None]
                 for req in pending:
                     req.encoded = None
@@ -325,13 +325,13 @@ class Engine:
                 continue
             try:
                 self._record(pending)
-                conn.execute(_COMMIT)
+                conn.execute(COMMIT_SQL)
             except sqlite3.Error as exc:
                 self.commit_failures += 1
                 log.error("COMMIT failed for a batch of %d: %s", len(pending), exc)
                 if conn.in_transaction:
                     try:
-                        conn.execute(_ROLLBACK)
+                        conn.execute(ROLLBACK_SQL)
                     except sqlite3.Error:
                         log.exception("ROLLBACK after a failed COMMIT failed")
                 self._fail_all(pending, CommitFailed(f"COMMIT failed: {exc}"))
@@ -359,7 +359,7 @@ class Engine:
                     req.replayed = True
                     continue
             if guarded:
-                execute(_SAVEPOINT)
+                execute(SAVEPOINT_SQL)
             try:
                 self._internal = False
                 try:
@@ -376,15 +376,15 @@ class Engine:
                         f"it is {len(req.encoded)} bytes, over the frame limit of {max_result}"
                     )
                 if guarded:
-                    execute(_RELEASE)
+                    execute(RELEASE_SQL)
             except Exception as exc:
                 req.encoded = None
                 req.error = self._op_error(req, exc)
                 if not guarded or not conn.in_transaction:
                     return True
                 try:
-                    execute(_ROLLBACK_TO)
-                    execute(_RELEASE)
+                    execute(ROLLBACK_TO_SQL)
+                    execute(RELEASE_SQL)
                 except sqlite3.Error:
                     return True
         return False

@@ -35,7 +35,7 @@ from typing import Any
 
 from . import _protocol as proto
 from ._config import Config
-from ._engine import DEDUP_LOOKUP, DEDUP_RECORD, Engine, Request, Sink
+from ._engine import BEGIN_SQL, COMMIT_SQL, ROLLBACK_SQL, Engine, Request, Sink
 from ._errors import (
     BadRequest,
     CommitFailed,
@@ -135,7 +135,7 @@ class Transactions:
                 result: Any = self._statement(message)
                 self._after_statement(tx, result)
             elif kind == "tx_commit":
-                result = self._commit(tx, message, client) if tx is not None else None
+                result = self._commit(tx, sink, message, client) if tx is not None else None
             else:
                 if tx is not None:
                     self._rollback(tx, "rolled_back")
@@ -156,20 +156,24 @@ class Transactions:
                 _reply(waiting.sink, waiting.rid, None, error)
                 continue
             try:
-                self.engine.conn.execute("BEGIN IMMEDIATE")
+                self.engine.conn.execute(BEGIN_SQL)
             except sqlite3.Error as exc:
                 _reply(waiting.sink, waiting.rid, None, CommitFailed(f"could not begin: {exc}"))
                 continue
             tx = _Open(next(self._ids), waiting.owner)
-            tx.timer = self.loop.call_later(
-                self.config.transaction_timeout, self._expire, tx
-            )
+            tx.timer = self.loop.call_later(self.config.transaction_timeout, self._expire, tx)
             self.active = tx
             self.counts["begun"] += 1
             result: dict[str, Any] = {"tx": tx.id}
             if waiting.message.get("sql") is not None:
                 result.update(self._statement(waiting.message))
-                self._after_statement(tx, result)
+                if "error" in result and result["open"]:
+                    # Nothing else ran in it: end it now rather than hold the writer
+                    # for a client that may well give up.
+                    self._rollback(tx, "rolled_back")
+                    result["open"] = False
+                else:
+                    self._after_statement(tx, result)
             _reply(waiting.sink, waiting.rid, result, None)
         return self.active is not None
 
@@ -240,7 +244,7 @@ class Transactions:
             return False
         if not isinstance(seq, int) or isinstance(seq, bool):
             return False
-        return self.engine.conn.execute(DEDUP_LOOKUP, (client, seq)).fetchone() is not None
+        return self.engine._lookup(client, seq) is not None
 
     def _statement(self, message: dict[str, Any]) -> dict[str, Any]:
         sql, params, many = _statement_fields(message)
@@ -283,15 +287,17 @@ class Transactions:
             # SQLite rolled the transaction back itself (ON CONFLICT ROLLBACK, I/O error).
             self._end(tx, "rolled_back")
 
-    def _commit(self, tx: _Open, message: dict[str, Any], client: bytes | None) -> Any:
+    def _commit(self, tx: _Open, sink: Sink, message: dict[str, Any], client: bytes | None) -> Any:
         conn = self.engine.conn
         seq = message.get("seq")
         try:
             if client is not None and isinstance(seq, int) and not isinstance(seq, bool):
-                # Recorded in the same transaction: a commit re-sent after failover is
-                # recognised by the next writer instead of being reported lost.
-                conn.execute(DEDUP_RECORD, (client, seq, proto.pack(None), time.time()))
-            conn.execute("COMMIT")
+                # Recorded in the same transaction, in the engine's exactly-once table: a
+                # commit re-sent after failover is recognised by the next writer.
+                committed = Request(sink, message.get("id"), client=client, seq=seq)
+                committed.encoded = proto.pack(None)
+                self.engine._record([committed])
+            conn.execute(COMMIT_SQL)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 # A deferred constraint failed: as in SQLite, the transaction stays
@@ -308,7 +314,7 @@ class Transactions:
         conn = self.engine.conn
         if conn.in_transaction:
             try:
-                conn.execute("ROLLBACK")
+                conn.execute(ROLLBACK_SQL)
             except sqlite3.Error:
                 log.exception("ROLLBACK of transaction %d failed", tx.id)
         self._end(tx, outcome)
