@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from . import _protocol as proto
 from ._client import AsyncChannel, SyncChannel
 from ._config import Config
-from ._core import HELLO_TIMEOUT, NO_LISTENER, StreamProtocolT, check_hello, hello_message
+from ._core import (
+    HELLO_TIMEOUT,
+    NO_LISTENER,
+    StreamProtocolT,
+    check_hello,
+    hello_message,
+    read_one_message,
+)
 from ._errors import (
     BadRequest,
     OneWriterError,
@@ -269,11 +276,11 @@ def connect_tcp(
             sock = config.ssl.wrap_socket(raw, server_hostname=host)
         reader = proto.FrameReader(config.max_frame)
         nonce = os.urandom(NONCE_BYTES)
-        auth, server_nonce = answer_challenge(_read_message(sock, reader), config.token, nonce)
+        auth, server_nonce = answer_challenge(read_one_message(sock, reader), config.token, nonce)
         sock.sendall(proto.frame(auth))
-        check_auth_reply(_read_message(sock, reader), config.token, nonce, server_nonce)
+        check_auth_reply(read_one_message(sock, reader), config.token, nonce, server_nonce)
         sock.sendall(proto.frame(hello_message(client)))
-        check_hello(_read_message(sock, reader))
+        check_hello(read_one_message(sock, reader))
     except ssl.SSLError as exc:
         sock.close()
         raise _tls_refused(url, exc) from None
@@ -285,15 +292,6 @@ def connect_tcp(
         raise
     sock.settimeout(None)
     return sock
-
-
-def _read_message(sock: socket.socket, reader: proto.FrameReader) -> Any:
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            raise ConnectionResetError("the writer closed the connection")
-        for body in reader.feed(data):
-            return proto.messages(proto.unpack(body))[0]
 
 
 class _Handshake(asyncio.Protocol):
