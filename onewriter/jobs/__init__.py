@@ -1,11 +1,13 @@
-"""A durable job queue stored in the same SQLite database, written through the one writer.
+"""A durable job queue stored in the same SQLite database, written through the one writer,
+or in PostgreSQL shared by any number of service instances.
 
 Leases with tokens, retries with exponential backoff and jitter, dead letters, priorities,
 delays, capability routing, unique keys, per-key concurrency limits, periodic jobs and
 results. Served over HTTP by ``onewriter jobs serve``; run by ``onewriter jobs work``.
 
 ``RemoteQueue`` (the HTTP client) and ``create_app`` (the Starlette app) need the
-``http`` extra and are imported on first use.
+``http`` extra, ``PgJobQueue`` and ``AsyncPgJobQueue`` the ``postgres`` extra; they are
+imported on first use.
 """
 
 from __future__ import annotations
@@ -18,22 +20,28 @@ from ._model import Enqueued, Job, NewJob, State
 from ._ops import jobs_ops
 from ._queue import JobQueue
 from ._sql import SCHEMA
+from ._store import AsyncJobStore, JobStore
 from ._worker import PermanentError, Worker, WorkerOptions, WorkerStats
 
 if TYPE_CHECKING:
     from ._http import create_app
+    from ._pg import AsyncPgJobQueue, PgJobQueue
     from ._remote import RemoteQueue
 
 __all__ = [
     "SCHEMA",
     "AsyncJobQueue",
+    "AsyncJobStore",
+    "AsyncPgJobQueue",
     "Enqueued",
     "Job",
     "JobNotFound",
     "JobQueue",
+    "JobStore",
     "LeaseLost",
     "NewJob",
     "PermanentError",
+    "PgJobQueue",
     "RemoteQueue",
     "State",
     "Worker",
@@ -53,4 +61,8 @@ def __getattr__(name: str) -> Any:
         from ._http import create_app
 
         return create_app
+    if name in ("PgJobQueue", "AsyncPgJobQueue"):
+        from . import _pg
+
+        return getattr(_pg, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,16 +16,23 @@ def _tokens(value: str | None) -> tuple[str, ...]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve the job queue of DATABASE over HTTP: the primary hosts the writer, --workers
-    processes share the port. Prints READY {json} when serving; SIGTERM drains."""
+    """Serve the job queue of DATABASE (or --store postgresql://...) over HTTP: --workers
+    processes share the port; on SQLite the primary hosts the writer, on PostgreSQL several
+    instances may share one database. Prints READY {json} when serving; SIGTERM drains."""
     from ._http_io import Settings
     from ._serve import ServeOptions, serve
 
+    if args.database and args.store and args.database != args.store:
+        raise SystemExit("onewriter jobs serve: give DATABASE or --store, not both")
+    store = args.store or args.database
+    if not store:
+        raise SystemExit("onewriter jobs serve: DATABASE or --store is required")
     settings = Settings(
-        database=args.database,
+        database=store,
         producer_tokens=_tokens(args.producer_token),
         worker_tokens=_tokens(args.worker_token),
         payload_limit=args.payload_limit,
+        pool_size=args.pool_size,
     )
     options = ServeOptions(
         host=args.host,
@@ -90,6 +97,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
         batch=args.batch,
         work_ms=args.work_ms,
         database=args.database,
+        instances=args.instances,
     )
     return run_stress(options, json_out=args.json)
 
@@ -103,7 +111,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser(
         "serve", help="serve a queue over HTTP", description=cmd_serve.__doc__
     )
-    serve.add_argument("database", help="path of the SQLite database file")
+    serve.add_argument(
+        "database", nargs="?", help="path of the SQLite database file (or a PostgreSQL URL)"
+    )
+    add_flag(serve, "--store", "the store: a SQLite file's path or a postgresql:// URL")
     add_flag(serve, "--host", "address to listen on", default="127.0.0.1")
     add_flag(serve, "--port", "port to listen on (0: any free one)", default=8080, type=int)
     add_flag(
@@ -118,6 +129,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_flag(
         serve, "--retention", "seconds done jobs are kept", default=7 * 24 * 3600.0, type=float
+    )
+    add_flag(
+        serve, "--pool-size", "PostgreSQL connections per HTTP process", default=10, type=int
     )
     serve.set_defaults(func=cmd_serve)
 
@@ -144,6 +158,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_flag(stress, "--http-workers", "HTTP worker processes of the service", default=2, type=int)
     add_flag(stress, "--batch", "jobs per claim for each worker", default=8, type=int)
     add_flag(stress, "--work-ms", "simulated work per job, in ms", default=0.0, type=float)
-    add_flag(stress, "--database", "database file (default: a temporary one)")
+    add_flag(
+        stress, "--database", "database file or postgresql:// URL (default: a temporary file)"
+    )
+    add_flag(
+        stress,
+        "--instances",
+        "service instances sharing the store (PostgreSQL only)",
+        default=1,
+        type=int,
+    )
     stress.add_argument("--json", action="store_true", help="print the results as JSON too")
     stress.set_defaults(func=cmd_stress)

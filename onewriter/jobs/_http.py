@@ -1,8 +1,9 @@
-"""The queue over HTTP: a Starlette app whose writes go through the one writer.
+"""The queue over HTTP: a Starlette app over one job store.
 
-Each worker process of ``onewriter jobs serve`` runs this app with its own
-:class:`~onewriter.AsyncDatabase` (role ``client``); the primary process hosts the writer.
-A claim may long-poll (see :mod:`onewriter.jobs._wake`) instead of hammering the writer.
+Each worker process of ``onewriter jobs serve`` runs this app with its own store: an
+:class:`~onewriter.AsyncDatabase` (role ``client``) whose writer the primary process
+hosts, or a pool of PostgreSQL connections. A claim may long-poll (see
+:mod:`onewriter.jobs._wake`) instead of hammering the store.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .._database import AsyncDatabase, connect_async
+from .._database import connect_async
 from .._errors import BadRequest, OneWriterError
 from .._ops import Ops
 from ._async_queue import AsyncJobQueue
@@ -38,6 +39,7 @@ from ._metrics import HttpMetrics, render
 from ._model import DEFAULT_LEASE, Job
 from ._openapi import openapi_schema
 from ._ops import jobs_ops
+from ._store import AsyncJobStore, is_postgres_url
 from ._ui import PAGE
 
 log = logging.getLogger("onewriter.jobs.http")
@@ -55,39 +57,56 @@ def _public(job: Job) -> dict[str, Any]:
 
 
 class Service:
-    """The endpoints, over one queue object of this process."""
+    """The endpoints, over one job store of this process."""
 
     def __init__(self, settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.on_ready = on_ready
         self.metrics = HttpMetrics()
-        self.db: AsyncDatabase | None = None
-        self._queue: AsyncJobQueue | None = None
+        self._queue: AsyncJobStore | None = None
 
     @property
-    def queue(self) -> AsyncJobQueue:
+    def queue(self) -> AsyncJobStore:
         assert self._queue is not None, "the service has not started"
         return self._queue
 
     @contextlib.asynccontextmanager
-    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+    async def open_store(self) -> AsyncIterator[AsyncJobStore]:
+        """The store ``settings.database`` names: a ``postgresql://`` URL, or the path of
+        a SQLite file whose writer another process (the primary) hosts."""
+        settings = self.settings
+        if is_postgres_url(settings.database):
+            from ._pg import AsyncPgJobQueue
+
+            async with AsyncPgJobQueue(
+                settings.database,
+                payload_limit=settings.payload_limit,
+                pool_size=settings.pool_size,
+            ) as store:
+                yield store
+            return
         ops = Ops()
         ops.include(jobs_ops)
-        self.db = await connect_async(
-            self.settings.database,
+        db = await connect_async(
+            settings.database,
             ops=ops,
             role="client",
-            failover_timeout=self.settings.failover_timeout,
-            client_timeout=self.settings.client_timeout,
+            failover_timeout=settings.failover_timeout,
+            client_timeout=settings.client_timeout,
         )
-        self._queue = AsyncJobQueue(self.db, payload_limit=self.settings.payload_limit)
-        await self._queue.setup()
-        if self.on_ready is not None:
-            self.on_ready()
         try:
-            yield
+            yield AsyncJobQueue(db, payload_limit=settings.payload_limit)
         finally:
-            await self.db.close()
+            await db.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        async with self.open_store() as store:
+            await store.setup()
+            self._queue = store
+            if self.on_ready is not None:
+                self.on_ready()
+            yield
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -251,16 +270,12 @@ class Service:
     # -- operations ----------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
-        assert self.db is not None
-        await self.db.read("SELECT 1")
-        writer = await self.db.stats()
-        return JSONResponse({"ok": True, "writer_pid": writer.get("pid")})
+        return JSONResponse({"ok": True, **await self.queue.health()})
 
     async def metrics_text(self, request: Request) -> Response:
-        assert self.db is not None
         stats = await self.queue.stats()
         try:
-            writer: dict[str, Any] | None = await self.db.stats()
+            writer = await self.queue.writer_stats()
         except OneWriterError:
             writer = None
         text = render(stats, writer, self.metrics)

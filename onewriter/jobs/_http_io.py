@@ -26,6 +26,7 @@ class Settings:
     """How the HTTP service runs (passed to its worker processes as JSON)."""
 
     database: str
+    """The store: a SQLite file's path, or a ``postgresql://`` URL."""
     producer_tokens: tuple[str, ...] = ()
     """Bearer tokens allowed to enqueue, requeue and read; none configured (and no worker
     tokens either) means no auth at all."""
@@ -37,6 +38,8 @@ class Settings:
     """The longest long-poll (claim and job waits) a request may ask for."""
     failover_timeout: float = 15.0
     client_timeout: float = 60.0
+    pool_size: int = 10
+    """PostgreSQL connections per HTTP worker process (a waiting claim holds none)."""
 
     @property
     def auth_enabled(self) -> bool:

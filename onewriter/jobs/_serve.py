@@ -1,14 +1,17 @@
 """``onewriter jobs serve``: one primary process and N HTTP worker processes on one port.
 
-The primary hosts the writer (``role="writer"``), creates the queue's tables, binds the
-listening socket and starts the workers, which inherit that socket and serve the app
-with uvicorn, connecting to the writer as clients. The primary also runs the queue's
-housekeeping every second, restarts a worker that dies, and on SIGTERM or SIGINT stops
-the workers (each finishes its requests) before draining the writer.
+The primary creates the queue's tables, binds the listening socket and starts the
+workers, which inherit that socket and serve the app with uvicorn. On SQLite the primary
+hosts the writer (``role="writer"``) and the workers connect to it as clients; on
+PostgreSQL every process has its own connections, and several instances of the service
+may share one database. The primary also runs the queue's housekeeping every second,
+restarts a worker that dies, and on SIGTERM or SIGINT stops the workers (each finishes
+its requests) before draining the writer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,9 +22,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 
@@ -33,6 +37,7 @@ from ._http_io import Settings
 from ._model import DEFAULT_RETENTION
 from ._ops import jobs_ops
 from ._queue import JobQueue
+from ._store import JobStore, is_postgres_url
 
 log = logging.getLogger("onewriter.jobs.serve")
 
@@ -200,6 +205,31 @@ def _open_writer(settings: Settings, options: ServeOptions) -> Database:
     )
 
 
+def _redacted(url: str) -> str:
+    """A PostgreSQL URL fit to print: its password masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+@contextlib.contextmanager
+def _open_primary(settings: Settings, options: ServeOptions) -> Iterator[tuple[JobStore, str]]:
+    """The primary's store (tables, housekeeping) and how READY names it; on SQLite the
+    primary hosts the writer."""
+    if is_postgres_url(settings.database):
+        from ._pg import PgJobQueue
+
+        with PgJobQueue(settings.database, retention=options.retention, pool_size=2) as queue:
+            yield queue, _redacted(settings.database)
+        return
+    db = _open_writer(settings, options)
+    try:
+        yield JobQueue(db, retention=options.retention), db.path
+    finally:
+        db.close()
+
+
 def serve(
     settings: Settings, options: ServeOptions, announce: Callable[[str], None] = print
 ) -> int:
@@ -208,42 +238,51 @@ def serve(
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
-    db = _open_writer(settings, options)
     try:
-        queue = JobQueue(db, retention=options.retention)
-        listener = socket.create_server((options.host, options.port), backlog=4096)
-        try:
-            workers: _Workers | _InProcess = (
-                _Workers(settings, listener, options.workers)
-                if options.workers > 0
-                else _InProcess(settings, listener)
-            )
-            pids = workers.start()
-            try:
-                host, port = listener.getsockname()[:2]
-                info = {
-                    "url": f"http://{host}:{port}",
-                    "pid": os.getpid(),
-                    "workers": pids,
-                    "database": db.path,
-                }
-                announce("READY " + json.dumps(info))
-                while not stop.wait(options.maintain_every):
-                    _maintain(queue)
-                    workers.restart_dead()
-            finally:
-                workers.stop()
-        finally:
-            listener.close()
+        with _open_primary(settings, options) as (queue, where):
+            _serve_until(stop, queue, where, settings, options, announce)
     finally:
-        db.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     announce("stopped")
     return 0
 
 
-def _maintain(queue: JobQueue) -> None:
+def _serve_until(
+    stop: threading.Event,
+    queue: JobStore,
+    where: str,
+    settings: Settings,
+    options: ServeOptions,
+    announce: Callable[[str], None],
+) -> None:
+    listener = socket.create_server((options.host, options.port), backlog=4096)
+    try:
+        workers: _Workers | _InProcess = (
+            _Workers(settings, listener, options.workers)
+            if options.workers > 0
+            else _InProcess(settings, listener)
+        )
+        pids = workers.start()
+        try:
+            host, port = listener.getsockname()[:2]
+            info = {
+                "url": f"http://{host}:{port}",
+                "pid": os.getpid(),
+                "workers": pids,
+                "database": where,
+            }
+            announce("READY " + json.dumps(info))
+            while not stop.wait(options.maintain_every):
+                _maintain(queue)
+                workers.restart_dead()
+        finally:
+            workers.stop()
+    finally:
+        listener.close()
+
+
+def _maintain(queue: JobStore) -> None:
     try:
         done = queue.maintain()
     except OneWriterError as exc:

@@ -182,7 +182,7 @@ SCHEDULES = "SELECT name, queue, payload, every, options, next_at FROM onewriter
 
 # -- reads ---------------------------------------------------------------------------------
 
-GET = f"SELECT {JOB_COLUMNS} FROM onewriter_jobs WHERE id = ?"
+GET = f"SELECT {JOB_COLUMNS} FROM onewriter_jobs WHERE id = :id"
 
 DEAD_LETTERS = f"""
 SELECT {JOB_COLUMNS} FROM onewriter_jobs
@@ -190,18 +190,18 @@ WHERE state = 'dead' AND (:queue IS NULL OR queue = :queue)
 ORDER BY finished_at DESC, id DESC LIMIT :limit
 """
 
-RECENT = f"SELECT {JOB_COLUMNS} FROM onewriter_jobs ORDER BY id DESC LIMIT ?"
+RECENT = f"SELECT {JOB_COLUMNS} FROM onewriter_jobs ORDER BY id DESC LIMIT :limit"
 
 COUNTS = "SELECT queue, state, count(*) FROM onewriter_jobs GROUP BY queue, state"
 
 OLDEST_READY = """
 SELECT queue, min(run_at) FROM onewriter_jobs
-WHERE state = 'ready' AND run_at <= ? GROUP BY queue
+WHERE state = 'ready' AND run_at <= :now GROUP BY queue
 """
 
 DONE_SINCE = """
 SELECT queue, count(*) FROM onewriter_jobs
-WHERE state = 'done' AND finished_at >= ? GROUP BY queue
+WHERE state = 'done' AND finished_at >= :since GROUP BY queue
 """
 
 DONE_PER_MINUTE = """

@@ -1,6 +1,8 @@
 """``onewriter jobs stress``: the published Flask + SQLite queue table, reproduced.
 
-Starts the HTTP service on a scratch database, then for each configuration starts its
+Starts the HTTP service on a scratch database (or on a PostgreSQL database, optionally
+as several instances sharing it, the workers spread over them), then for each
+configuration starts its
 workers (each a real HTTP client on its own connection: claim a batch, run, complete the
 batch), enqueues the jobs in batches, and measures until every job is done or the time
 runs out. Duplicates (a job completed twice) and lost jobs (never done) must be 0.
@@ -17,12 +19,14 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .._tables import format_table
 from ._model import NewJob
 from ._remote import RemoteQueue
+from ._store import is_postgres_url
 
 #: name -> (workers, jobs), as published.
 CONFIGS: dict[str, tuple[int, int]] = {"light": (5, 50), "medium": (15, 500), "heavy": (40, 2000)}
@@ -46,6 +50,8 @@ class StressOptions:
     batch: int = 8
     work_ms: float = 0.0
     database: str | None = None
+    instances: int = 1
+    """Service instances sharing the store (PostgreSQL only)."""
     progress: bool = True
 
 
@@ -118,22 +124,24 @@ def _p99(samples: list[float]) -> float:
     return data[min(len(data) - 1, int(0.99 * (len(data) - 1) + 0.5))]
 
 
-async def run_config(url: str, name: str, options: StressOptions) -> StressResult:
-    """One configuration against a running service."""
+async def run_config(urls: Sequence[str], name: str, options: StressOptions) -> StressResult:
+    """One configuration against running service instances (workers spread over them)."""
     workers, jobs = CONFIGS[name]
     queue = f"stress-{name}-{uuid.uuid4().hex[:8]}"
     tally = _Tally()
     stop = asyncio.Event()
     started = time.perf_counter()
     deadline = time.monotonic() + _CONFIG_TIMEOUT
-    async with RemoteQueue(url) as producer:
+    async with RemoteQueue(urls[0]) as producer:
         for first in range(0, jobs, _ENQUEUE_BATCH):
             count = min(_ENQUEUE_BATCH, jobs - first)
             specs = [NewJob(payload={"n": first + i}) for i in range(count)]
             await producer.enqueue_many(queue, specs)
         tasks = [
-            asyncio.create_task(_worker(url, queue, options.batch, options.work_ms, tally, stop))
-            for _ in range(workers)
+            asyncio.create_task(
+                _worker(urls[i % len(urls)], queue, options.batch, options.work_ms, tally, stop)
+            )
+            for i in range(workers)
         ]
         last_shown = 0.0
         while tally.completed < jobs and time.monotonic() < deadline:
@@ -214,13 +222,19 @@ def stress(options: StressOptions) -> list[StressResult]:
     unknown = [c for c in options.configs if c not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown configuration(s): {', '.join(unknown)}")
+    if options.instances > 1 and not is_postgres_url(options.database or ""):
+        raise SystemExit("several service instances need a PostgreSQL store (postgresql://...)")
     with tempfile.TemporaryDirectory(prefix="ow-stress-") as scratch:
         database = options.database or os.path.join(scratch, "stress.db")
-        service = ServiceProcess(database, options.http_workers)
+        services: list[ServiceProcess] = []
         try:
-            return [asyncio.run(run_config(service.url, name, options)) for name in options.configs]
+            for _ in range(options.instances):
+                services.append(ServiceProcess(database, options.http_workers))
+            urls = [service.url for service in services]
+            return [asyncio.run(run_config(urls, name, options)) for name in options.configs]
         finally:
-            service.stop()
+            for service in services:
+                service.stop()
 
 
 def results_table(results: list[StressResult]) -> str:

@@ -2,7 +2,8 @@
 jobs, completes or fails them, backs off when idle or when the queue is unreachable,
 and on stop finishes what it holds within a grace period and releases the rest.
 
-It drives any :class:`Source`: a :class:`~onewriter.jobs.AsyncJobQueue` in process, or a
+It drives any :class:`Source`: a job store in process (any
+:class:`~onewriter.jobs.AsyncJobStore`: SQLite or PostgreSQL), or a
 :class:`~onewriter.jobs.RemoteQueue` over HTTP.
 """
 

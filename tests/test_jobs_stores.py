@@ -1,0 +1,578 @@
+"""The job queue's contract, run against every store: SQLite through the one writer
+(standalone role) and PostgreSQL (a throwaway server, a fresh schema per test). Then what
+only the PostgreSQL store has to show: its claim plan, LISTEN/NOTIFY, its errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pg_server import PostgresServer, free_port, needs_postgres
+from pg_server import postgres as postgres  # the fixture, for pytest
+
+import onewriter
+from onewriter.jobs import (
+    AsyncJobQueue,
+    AsyncJobStore,
+    Job,
+    JobNotFound,
+    JobQueue,
+    JobStore,
+    LeaseLost,
+    NewJob,
+    PermanentError,
+    Worker,
+    WorkerOptions,
+    jobs_ops,
+)
+
+STORES = ["sqlite", "postgresql"]
+
+
+def _ops() -> onewriter.Ops:
+    ops = onewriter.Ops()
+    ops.include(jobs_ops)
+    return ops
+
+
+class Store:
+    """One store for one test: queue objects on it (closed at teardown), the async twins,
+    and raw SQL (``?`` placeholders) for what a test sets up behind the queue's back."""
+
+    def __init__(self, kind: str, tmp_path: Path, postgres: PostgresServer | None) -> None:
+        self.kind = kind
+        self.tmp_path = tmp_path
+        self.url = postgres.fresh_url() if postgres is not None else ""
+        self.db = (
+            onewriter.connect(str(tmp_path / "jobs.db"), ops=_ops(), role="standalone")
+            if kind == "sqlite"
+            else None
+        )
+        self._opened: list[Any] = []
+
+    def make(self, **options: Any) -> JobStore:
+        """A queue object on this store (another instance, for PostgreSQL)."""
+        if self.db is not None:
+            return JobQueue(self.db, **options)
+        from onewriter.jobs import PgJobQueue
+
+        queue = PgJobQueue(self.url, pool_size=4, **options)
+        self._opened.append(queue)
+        return queue
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        if self.db is not None:
+            self.db.execute_write(sql, params)
+            return
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(sql.replace("?", "%s"), params)
+
+    @contextlib.asynccontextmanager
+    async def open_async(self) -> AsyncIterator[Callable[..., AsyncJobStore]]:
+        """``make(**options)``: asyncio queue objects on one store (for SQLite, a database
+        of its own: the sync one holds this process's writer)."""
+        if self.kind == "sqlite":
+            path = str(self.tmp_path / "async.db")
+            async with onewriter.connect_async(path, ops=_ops(), role="standalone") as adb:
+                yield lambda **options: AsyncJobQueue(adb, **options)
+            return
+        from onewriter.jobs import AsyncPgJobQueue
+
+        opened: list[AsyncPgJobQueue] = []
+
+        def make(**options: Any) -> AsyncJobStore:
+            queue = AsyncPgJobQueue(self.url, pool_size=4, **options)
+            opened.append(queue)
+            return queue
+
+        try:
+            yield make
+        finally:
+            for queue in opened:
+                await queue.close()
+
+    def close(self) -> None:
+        for queue in self._opened:
+            queue.close()
+        if self.db is not None:
+            self.db.close()
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    server = request.getfixturevalue("postgres") if request.param == "postgresql" else None
+    opened = Store(request.param, tmp_path, server)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def queue(store: Store) -> JobStore:
+    return store.make()
+
+
+def until(condition: Callable[[], Any], timeout: float = 5.0, pause: float = 0.01) -> Any:
+    """Poll ``condition`` until it returns something true, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(pause)
+
+
+# -- the contract ------------------------------------------------------------------------
+
+
+def test_enqueue_claim_complete_with_result(queue: JobStore) -> None:
+    job_id = queue.enqueue("mail", {"to": "a@example.com"})
+    [job] = queue.claim("mail", worker="w1", lease=10)
+    assert (job.id, job.payload, job.attempts) == (job_id, {"to": "a@example.com"}, 1)
+    assert job.state == "running"
+    assert job.token and job.worker == "w1" and job.lease_until is not None
+    queue.complete(job.id, job.token, result={"sent": True})
+    done = queue.get(job_id)
+    assert done.state == "done" and done.result == {"sent": True} and done.token is None
+    assert queue.claim("mail") == []
+    with pytest.raises(LeaseLost):
+        queue.complete(job.id, job.token)
+
+
+def test_claim_order_priority_then_run_at_then_id(queue: JobStore) -> None:
+    low = queue.enqueue("q", "low", priority=-1)
+    first = queue.enqueue("q", "first")
+    second = queue.enqueue("q", "second")
+    urgent = queue.enqueue("q", "urgent", priority=10)
+    earlier = queue.enqueue("q", "earlier", run_at=time.time() - 100)
+    jobs = queue.claim("q", limit=10)
+    assert [j.id for j in jobs] == [urgent, earlier, first, second, low]
+
+
+def test_batch_enqueue_keeps_order_and_options(queue: JobStore) -> None:
+    items = [
+        "a",
+        NewJob(payload="b", priority=3),
+        NewJob(payload="c", unique_key="k"),
+        "d",
+        NewJob(payload="e", priority=3),
+        NewJob(payload="f", unique_key="k"),
+    ]
+    result = queue.enqueue_many("q", items)
+    assert [r.created for r in result] == [True, True, True, True, True, False]
+    assert result[5].id == result[2].id
+    assert [queue.get(r.id).payload for r in result[:5]] == ["a", "b", "c", "d", "e"]
+    assert queue.get(result[1].id).priority == 3
+    assert queue.enqueue_many("q", []) == []
+
+
+def test_delay_and_run_at_hold_a_job_back(queue: JobStore) -> None:
+    held = queue.enqueue("q", "held", delay=30)
+    queue.enqueue("q", "far", run_at=time.time() + 3600)
+    soon = queue.enqueue("q", "soon", delay=0.2)
+    stored = queue.get(held)
+    assert abs(stored.run_at - (stored.created_at + 30)) < 1e-6  # the store's one clock
+    [job] = until(lambda: queue.claim("q", limit=10))
+    assert job.id == soon
+    assert queue.claim("q", limit=10) == []
+    with pytest.raises(onewriter.BadRequest):
+        queue.enqueue("q", "x", delay=1, run_at=time.time())
+
+
+def test_capability_routing(queue: JobStore) -> None:
+    video = queue.enqueue("media", "video", requires=["ffmpeg"])
+    both = queue.enqueue("media", "both", requires=["ffmpeg", "gpu"])
+    plain = queue.enqueue("media", "plain")
+    got = queue.claim("media", capabilities=["imagemagick"], limit=10)
+    assert [j.id for j in got] == [plain]
+    assert queue.claimable("media", ["imagemagick"]) is False
+    assert queue.claimable("media", ["ffmpeg"]) is True
+    got = queue.claim("media", capabilities=["ffmpeg"], limit=10)
+    assert [j.id for j in got] == [video]
+    got = queue.claim("media", capabilities=["gpu", "ffmpeg", "x"], limit=10)
+    assert [j.id for j in got] == [both] and got[0].requires == ("ffmpeg", "gpu")
+
+
+def test_unique_key_is_idempotent_while_unfinished(queue: JobStore) -> None:
+    a = queue.enqueue("q", 1, unique_key="report")
+    assert queue.enqueue("q", 2, unique_key="report") == a
+    assert queue.enqueue("other", 3, unique_key="report") != a
+    [job] = queue.claim("q")
+    assert queue.enqueue("q", 4, unique_key="report") == a  # running is unfinished
+    queue.complete(job.id, job.token)
+    assert queue.enqueue("q", 5, unique_key="report") != a
+
+
+def test_payload_limit(store: Store) -> None:
+    queue = store.make(payload_limit=1024)
+    queue.enqueue("q", "x" * 1000)
+    with pytest.raises(onewriter.TooLarge) as err:
+        queue.enqueue("q", "x" * 1100)
+    assert err.value.http_status == 413
+    with pytest.raises(onewriter.TooLarge):
+        queue.enqueue_many("q", ["ok", "é" * 600])
+    assert queue.stats()["totals"]["ready"] == 1
+    with pytest.raises(onewriter.BadRequest):
+        queue.enqueue("q", {1, 2})
+
+
+def test_stale_token_refused_after_lease_expiry_and_reclaim(queue: JobStore) -> None:
+    queue.enqueue("q", "x", backoff=0)
+    [first] = queue.claim("q", worker="slow", lease=0.05)
+    [second] = until(lambda: queue.claim("q", worker="fast", lease=30))
+    assert second.id == first.id and second.attempts == 2 and second.token != first.token
+    assert first.token is not None
+    stale_token = first.token
+    for stale in (
+        lambda: queue.complete(first.id, stale_token),
+        lambda: queue.heartbeat(first.id, stale_token),
+        lambda: queue.fail(first.id, stale_token, "late"),
+    ):
+        with pytest.raises(LeaseLost) as err:
+            stale()
+        assert err.value.code == "LEASE_LOST" and err.value.http_status == 409
+    assert queue.release([(first.id, stale_token)]) == [False]
+    assert second.token is not None
+    queue.complete(second.id, second.token, "mine")
+    assert queue.get(first.id).result == "mine"
+
+
+def test_heartbeat_extends_the_lease(queue: JobStore) -> None:
+    queue.enqueue("q", "x")
+    [job] = queue.claim("q", lease=1)
+    assert job.token is not None and job.lease_until is not None
+    extended = queue.heartbeat(job.id, job.token, lease=120)
+    assert extended > job.lease_until + 100
+    assert queue.get(job.id).lease_until == extended
+
+
+def test_backoff_grows_exponentially_with_jitter(store: Store, queue: JobStore) -> None:
+    job_id = queue.enqueue("q", "x", backoff=10, max_attempts=5)
+    for attempt in (1, 2, 3):
+        # Make the job due again without waiting out its backoff.
+        store.execute("UPDATE onewriter_jobs SET run_at = 0 WHERE id = ?", (job_id,))
+        [job] = queue.claim("q")
+        assert job.attempts == attempt and job.token is not None
+        before = time.time()
+        assert queue.fail(job.id, job.token, f"boom {attempt}") == "ready"
+        after = time.time()
+        stored = queue.get(job_id)
+        base = 10 * 2 ** (attempt - 1)
+        assert before + 0.75 * base - 0.5 <= stored.run_at <= after + 1.25 * base
+        assert stored.error == f"boom {attempt}"
+
+
+def test_dead_letters_after_max_attempts_and_requeue(queue: JobStore) -> None:
+    job_id = queue.enqueue("q", "x", max_attempts=2, backoff=0)
+    [job] = queue.claim("q")
+    assert job.token is not None
+    assert queue.fail(job.id, job.token, "first") == "ready"
+    [job] = queue.claim("q")
+    assert job.token is not None
+    assert queue.fail(job.id, job.token, "second") == "dead"
+    [dead] = queue.dead_letters()
+    assert (dead.id, dead.error, dead.attempts, dead.state) == (job_id, "second", 2, "dead")
+    assert queue.dead_letters(queue="other") == []
+    assert queue.requeue_dead([job_id]) == 1
+    [again] = queue.claim("q")
+    assert again.id == job_id and again.attempts == 1 and again.token is not None
+    assert queue.fail(again.id, again.token, "fatal", retry=False) == "dead"
+    assert queue.requeue_dead(queue="q") == 1
+
+
+def test_requeue_leaves_dead_a_job_whose_unique_key_is_taken(queue: JobStore) -> None:
+    first = queue.enqueue("q", 1, unique_key="k", max_attempts=1)
+    [job] = queue.claim("q")
+    assert job.token is not None and queue.fail(job.id, job.token, "x") == "dead"
+    second = queue.enqueue("q", 2, unique_key="k", max_attempts=1)
+    assert second != first
+    assert queue.requeue_dead([first]) == 0 and queue.get(first).state == "dead"
+    [job] = queue.claim("q")
+    assert job.token is not None and queue.fail(job.id, job.token, "y") == "dead"
+    assert queue.requeue_dead(queue="q") == 1  # two dead share the key: one moves
+    states = sorted(queue.get(i).state for i in (first, second))
+    assert states == ["dead", "ready"]
+
+
+def test_a_job_that_always_loses_its_worker_reaches_the_dead_letters(queue: JobStore) -> None:
+    job_id = queue.enqueue("q", "crash", max_attempts=3, backoff=0)
+    attempts = []
+    for _ in range(3):
+        [job] = until(lambda: queue.claim("q", lease=0.02))
+        attempts.append(job.attempts)  # the worker "crashes": no complete, no fail
+    assert attempts == [1, 2, 3]
+    dead = until(lambda: queue.dead_letters() or queue.claim("q"))
+    assert [j.id for j in dead] == [job_id] and dead[0].state == "dead"
+    assert "lease expired" in (dead[0].error or "")
+
+
+def test_release_does_not_count_the_attempt(queue: JobStore) -> None:
+    queue.enqueue("q", "x")
+    [job] = queue.claim("q")
+    assert job.token is not None
+    assert queue.release([(job.id, job.token)]) == [True]
+    [again] = queue.claim("q")
+    assert again.attempts == 1
+
+
+def test_per_key_concurrency_limit(queue: JobStore) -> None:
+    queue.enqueue_many(
+        "q", [NewJob(payload=i, concurrency_key="tenant-1", concurrency_limit=2) for i in range(5)]
+    )
+    queue.enqueue("q", "free")
+    first = queue.claim("q", limit=10)
+    assert sorted(str(j.payload) for j in first) == ["0", "1", "free"]
+    assert queue.claim("q", limit=10) == []
+    held = next(j for j in first if j.payload == 0)
+    assert held.token is not None
+    queue.complete(held.id, held.token)
+    assert [j.payload for j in queue.claim("q", limit=10)] == [2]
+    with pytest.raises(onewriter.BadRequest):
+        queue.enqueue("q", "x", concurrency_limit=2)
+
+
+def test_concurrent_claimers_share_jobs_out_once_within_concurrency_limits(store: Store) -> None:
+    queues = [store.make(worker=f"claimer-{i}") for i in range(4)]
+    plain = [r.id for r in queues[0].enqueue_many("race", range(120))]
+    limited = [NewJob(payload=i, concurrency_key="tenant", concurrency_limit=2) for i in range(16)]
+    keyed = queues[0].enqueue_many("race", limited)
+    expected = set(plain) | {r.id for r in keyed}
+    completed: Counter[int] = Counter()
+    lock = threading.Lock()
+    keyed_held = 0
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + 30
+
+    def claimer(q: JobStore) -> None:
+        nonlocal keyed_held
+        try:
+            while time.monotonic() < deadline and sum(completed.values()) < len(expected):
+                jobs = q.claim("race", limit=5)
+                mine = sum(1 for j in jobs if j.concurrency_key)
+                with lock:
+                    keyed_held += mine
+                    assert keyed_held <= 2, "more jobs of one key running than its limit"
+                time.sleep(0.002)  # the "work", during which others claim
+                with lock:
+                    keyed_held -= mine  # before the store counts them done: never over
+                held = q.complete_many([(j.id, j.token or "", None) for j in jobs])
+                assert all(held)
+                with lock:
+                    completed.update(j.id for j in jobs)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claimer, args=(q,)) for q in queues]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert set(completed) == expected and set(completed.values()) == {1}
+    assert queues[1].stats()["queues"]["race"]["done"] == len(expected)
+
+
+def test_periodic_job_fires_once_per_period_across_instances(store: Store) -> None:
+    queues = [store.make(worker=f"instance-{i}") for i in range(3)]
+    for q in queues:
+        q.schedule("tick", "cron", {"kind": "tick"}, every=0.25)
+    stop = time.monotonic() + 1.1
+    errors: list[BaseException] = []
+
+    def instance(q: JobStore) -> None:
+        try:
+            while time.monotonic() < stop:
+                q.claim("nothing-here")  # claims fire due schedules, on any instance
+                time.sleep(0.005)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=instance, args=(q,)) for q in queues]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    fired = queues[0].claim("cron", limit=100)
+    periods = [int(j.created_at // 0.25) for j in fired]
+    assert 2 <= len(periods) <= 5
+    assert len(set(periods)) == len(periods), "a period fired twice"
+    assert all(j.payload == {"kind": "tick"} for j in fired)
+    assert queues[1].unschedule("tick") is True and queues[1].unschedule("tick") is False
+
+
+def test_wait_returns_the_finished_job(queue: JobStore) -> None:
+    job_id = queue.enqueue("q", 21)
+
+    def work() -> None:
+        [job] = until(lambda: queue.claim("q"))
+        queue.complete(job.id, job.token or "", job.payload * 2)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    assert queue.wait(job_id, timeout=5).result == 42
+    worker.join()
+    other = queue.enqueue("q", 0)
+    with pytest.raises(TimeoutError):
+        queue.wait(other, timeout=0.05)
+    with pytest.raises(JobNotFound):
+        queue.get(10**9)
+
+
+def test_prune_purge_and_stats(queue: JobStore) -> None:
+    ids = [r.id for r in queue.enqueue_many("q", range(4))]
+    jobs = queue.claim("q", limit=3)
+    queue.complete_many([(j.id, j.token or "", None) for j in jobs[:2]])
+    queue.fail(jobs[2].id, jobs[2].token or "", "bad", retry=False)
+    stats = queue.stats()
+    assert stats["queues"]["q"] | {"oldest_ready_age": 0} == {
+        "ready": 1,
+        "running": 0,
+        "done": 2,
+        "dead": 1,
+        "oldest_ready_age": 0,
+        "done_last_minute": 2,
+    }
+    assert queue.throughput(5)[-1] == 2
+    assert [j.id for j in queue.recent(2)] == [ids[3], ids[2]]
+    assert queue.prune(retention=3600) == 0
+    assert queue.prune(retention=0) == 2
+    assert queue.purge("q", states=["dead"]) == 1
+    assert [j.id for j in queue.claim("q", limit=10)] == [ids[3]]
+    assert queue.maintain() == {"reaped": 0, "fired": 0, "pruned": 0}
+
+
+# -- the asyncio twins and the worker runner, on every store ----------------------------------
+
+
+def picky(job: Job) -> str:
+    if job.payload == "transient":
+        raise RuntimeError("try again")
+    if job.payload == "fatal":
+        raise PermanentError("never works")
+    return f"ok {job.payload}"
+
+
+def test_async_claim_long_polls_until_another_instance_enqueues(store: Store) -> None:
+    async def main() -> tuple[list[Job], int, float]:
+        async with store.open_async() as make:
+            waiting, producer = make(), make()
+            await waiting.setup()
+            started = time.monotonic()
+            claim = asyncio.create_task(waiting.claim("poll", wait=20))
+            await asyncio.sleep(0.2)  # let it wait; correctness does not depend on it
+            job_id = await producer.enqueue("poll", "wake up")
+            jobs = await asyncio.wait_for(claim, 30)
+            return jobs, job_id, time.monotonic() - started
+
+    jobs, job_id, elapsed = asyncio.run(main())
+    assert [j.id for j in jobs] == [job_id]
+    assert elapsed < 15
+
+
+def test_worker_runner_over_the_store(store: Store) -> None:
+    async def main() -> tuple[list[Job], Worker]:
+        async with store.open_async() as make:
+            queue = make()
+            ids = [r.id for r in await queue.enqueue_many("work", ["a", "b", "c"])]
+            ids.append(await queue.enqueue("work", "transient", max_attempts=2, backoff=0))
+            ids.append(await queue.enqueue("work", "fatal", max_attempts=5))
+            worker = Worker(queue, picky, WorkerOptions(queue="work", concurrency=3, wait=0.2))
+            running = asyncio.create_task(worker.run())
+            try:
+                return [await queue.wait(i, timeout=20) for i in ids], worker
+            finally:
+                worker.stop()
+                await asyncio.wait_for(running, 30)
+
+    jobs, worker = asyncio.run(main())
+    assert [(j.state, j.result) for j in jobs[:3]] == [("done", f"ok {p}") for p in "abc"]
+    transient, fatal = jobs[3:]
+    assert (transient.state, transient.attempts) == ("dead", 2)
+    assert transient.error == "RuntimeError: try again"
+    assert (fatal.state, fatal.attempts) == ("dead", 1)
+    assert worker.stats.completed == 3 and worker.stats.failed == 3
+
+
+# -- PostgreSQL only ------------------------------------------------------------------------
+
+
+@needs_postgres
+def test_pg_claim_walks_the_ready_index_without_sorting(postgres: PostgresServer) -> None:
+    import psycopg
+
+    from onewriter.jobs import PgJobQueue
+    from onewriter.jobs import _pg_sql as pg_sql
+
+    url = postgres.fresh_url()
+    with PgJobQueue(url, pool_size=2) as queue:
+        queue.enqueue_many("q", range(3000))
+        queue.enqueue_many("other", range(3000))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE onewriter_jobs")
+        params = {"queue": "q", "caps": "[]", "limit": 5, "worker": "w", "lease": 1.0}
+        plans = [
+            "\n".join(row[0] for row in conn.execute("EXPLAIN " + statement, params))
+            for statement in (pg_sql.CLAIMABLE, pg_sql.CLAIM)
+        ]
+    for plan in plans:
+        assert "onewriter_jobs_ready" in plan, plan
+        assert "Sort" not in plan and "Seq Scan on onewriter_jobs j" not in plan, plan
+    assert "LockRows" in plans[1], plans[1]
+
+
+@needs_postgres
+def test_pg_notify_wakes_a_waiting_claim_with_polling_off(postgres: PostgresServer) -> None:
+    import psycopg
+
+    from onewriter.jobs import AsyncPgJobQueue
+
+    url = postgres.fresh_url()
+
+    def listeners() -> int:
+        with psycopg.connect(postgres.url, autocommit=True) as conn:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN onewriter_jobs'"
+            return int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+
+    async def main() -> tuple[list[Job], int]:
+        async with AsyncPgJobQueue(url) as waiting, AsyncPgJobQueue(url) as producer:
+            # Longer than the test waits: only a notification can wake this claim.
+            waiting.first_poll = waiting.max_poll = 60.0
+            before = listeners()
+            claim = asyncio.create_task(waiting.claim("notified", wait=50))
+            deadline = time.monotonic() + 10
+            while listeners() <= before:  # the claim found nothing and listens
+                assert time.monotonic() < deadline, "the waiting claim never listened"
+                await asyncio.sleep(0.02)
+            job_id = await producer.enqueue("notified", "ping")
+            return await asyncio.wait_for(claim, 20), job_id
+
+    jobs, job_id = asyncio.run(main())
+    assert [j.id for j in jobs] == [job_id]
+
+
+@needs_postgres
+def test_pg_unreachable_server_and_closed_queue_are_clear_errors(
+    postgres: PostgresServer,
+) -> None:
+    from onewriter.jobs import PgJobQueue
+
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres?connect_timeout=1"
+    with pytest.raises(onewriter.WriterUnavailable, match="PostgreSQL is unavailable"):
+        PgJobQueue(nowhere, connect_timeout=1)
+    queue = PgJobQueue(postgres.fresh_url(), pool_size=1)
+    queue.close()
+    queue.close()
+    with pytest.raises(onewriter.Closed):
+        queue.enqueue("q", 1)
