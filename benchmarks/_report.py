@@ -28,9 +28,7 @@ def machine() -> str:
 def update_section(name: str, title: str, command: str, body: str) -> None:
     """Replace (or append) the section ``name`` of docs/benchmarks.md."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    section = (
-        f"{begin}\n## {title}\n\n`{command}`\n\n{machine()}\n\n{body.rstrip()}\n{end}"
-    )
+    section = f"{begin}\n## {title}\n\n`{command}`\n\n{machine()}\n\n{body.rstrip()}\n{end}"
     text = DOC.read_text() if DOC.exists() else _HEADER
     if begin in text and end in text:
         head, rest = text.split(begin, 1)

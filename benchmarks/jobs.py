@@ -180,6 +180,7 @@ def bench_persist_queue(path: str, jobs: int) -> float:
 def library_table(jobs: int, scratch: str, postgres: Any) -> str:
     """Every queue on its own fresh database file (or PostgreSQL schema); the table of
     their rates."""
+
     def onewriter_batched(p: str) -> float:
         return bench_onewriter(p, jobs, 500, "normal")
 
@@ -285,9 +286,9 @@ def main() -> None:
                 f"{size}.\n\n"
                 "### Library level, in one process (enqueue + claim + complete)\n\n"
                 f"```\n{table}\n```\n\n"
-                "For PostgreSQL, \"commit off\" is `synchronous_commit=off` (like SQLite's "
+                'For PostgreSQL, "commit off" is `synchronous_commit=off` (like SQLite\'s '
                 "NORMAL in WAL mode, a crash may lose the last commits, never corrupt); "
-                "\"commit on\" waits for the WAL flush of every commit (like FULL).\n"
+                '"commit on" waits for the WAL flush of every commit (like FULL).\n'
             )
             if not args.no_http:
                 print("HTTP stress, heavy configuration:", flush=True)

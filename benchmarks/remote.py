@@ -210,9 +210,17 @@ def start_writer(
 ) -> tuple[subprocess.Popen[str], str]:
     """``onewriter serve`` for ``way``; returns the process and the producers' address."""
     command = [
-        sys.executable, "-m", "onewriter.cli", "serve", database,
-        "--ops", "benchmarks.remote:ops", "--migrations", "benchmarks.remote:MIGRATIONS",
-        "--max-pending", "2000",
+        sys.executable,
+        "-m",
+        "onewriter.cli",
+        "serve",
+        database,
+        "--ops",
+        "benchmarks.remote:ops",
+        "--migrations",
+        "benchmarks.remote:MIGRATIONS",
+        "--max-pending",
+        "2000",
     ]
     if way.transport == "tcp":
         command += ["--listen", "tcp://127.0.0.1:0", "--token-file", token_file]
@@ -242,8 +250,19 @@ def start_redis(directory: str) -> tuple[subprocess.Popen[str], str] | None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", directory,
-         "--save", "", "--appendonly", "no"],
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            directory,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -274,8 +293,10 @@ def run_cell(way: Way, producers: int, requests: int, redis_url: str | None, scr
             theirs.close()
             pipes.append(ours)
             procs.append(proc)
-        results = [pipe.recv() if pipe.poll(START_TIMEOUT * 5) else {"error": "no result"}
-                   for pipe in pipes]
+        results = [
+            pipe.recv() if pipe.poll(START_TIMEOUT * 5) else {"error": "no result"}
+            for pipe in pipes
+        ]
         for proc in procs:
             proc.join(30)
             if proc.is_alive():
@@ -322,9 +343,12 @@ def _against_targets(cells: Sequence[Cell]) -> str:
     for transport in ("tcp", "redis"):
         for per in sorted({c.way.rows_per_request for c in cells}):
             runs = [
-                c for c in cells
-                if c.way.transport == transport and c.way.in_flight > 1
-                and c.way.rows_per_request == per and c.seconds
+                c
+                for c in cells
+                if c.way.transport == transport
+                and c.way.in_flight > 1
+                and c.way.rows_per_request == per
+                and c.seconds
             ]
             if runs:
                 best = max(runs, key=lambda c: c.rows / c.seconds)
@@ -353,8 +377,15 @@ def render(cells: Sequence[Cell], skipped: Sequence[str]) -> str:
         for c in cells
     ]
     header = [
-        "transport", "in flight", "rows/req", "producers", "rows", "req/s", "rows/s",
-        "batch p50", "exactly once",
+        "transport",
+        "in flight",
+        "rows/req",
+        "producers",
+        "rows",
+        "req/s",
+        "rows/s",
+        "batch p50",
+        "exactly once",
     ]
     out = ["```\n" + format_table(header, rows) + "\n```\n"]
     errors = [f"{c.way.label}, N={c.producers}: {e}" for c in cells for e in c.errors]
@@ -371,9 +402,7 @@ def render(cells: Sequence[Cell], skipped: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.remote", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small row counts, for a smoke run")
-    parser.add_argument(
-        "--producers", default="4,8", help="producer process counts (default 4,8)"
-    )
+    parser.add_argument("--producers", default="4,8", help="producer process counts (default 4,8)")
     parser.add_argument(
         "--transports", default="unix,tcp,redis", help="which to run (default unix,tcp,redis)"
     )

@@ -470,8 +470,7 @@ class RedisCore(RemoteCore):
 
 def _queue_failed(count: int, exc: Exception) -> WriterUnavailable:
     return WriterUnavailable(
-        f"could not queue {count} request(s) in Redis ({exc}); "
-        "they may or may not have been queued"
+        f"could not queue {count} request(s) in Redis ({exc}); they may or may not have been queued"
     )
 
 

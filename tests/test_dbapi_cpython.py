@@ -130,8 +130,7 @@ SKIPPED = {
     ),
     ("test_userfunctions", "FunctionTests", "test_func_too_many_args"): LIMITS,
     ("test_userfunctions", "FunctionTests", "test_func_deterministic"): (
-        "functions run on this process's readers; a write statement on the writer "
-        "cannot call them"
+        "functions run on this process's readers; a write statement on the writer cannot call them"
     ),
     ("test_userfunctions", "FunctionTests", "test_func_error_on_create"): (
         "create_function checks its arguments when a reader first registers it"

@@ -25,8 +25,18 @@ def url(tmp_path: object) -> Iterator[str]:
     database = os.path.join(str(tmp_path), "ui.db")
     child = Child(
         [
-            ONEWRITER_CLI, "jobs", "serve", database, "--port", "0", "--workers", "0",
-            "--producer-token", PRODUCER, "--worker-token", WORKER,
+            ONEWRITER_CLI,
+            "jobs",
+            "serve",
+            database,
+            "--port",
+            "0",
+            "--workers",
+            "0",
+            "--producer-token",
+            PRODUCER,
+            "--worker-token",
+            WORKER,
         ]
     )
     try:

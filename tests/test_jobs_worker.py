@@ -138,8 +138,19 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def start_worker(url: str, queue: str, *extra: str) -> Child:
     child = Child(
         [
-            ONEWRITER_CLI, "jobs", "work", "--url", url, "--queue", queue,
-            "--handler", "test_jobs_worker:sleepy", "--concurrency", "3", "--wait", "0.2",
+            ONEWRITER_CLI,
+            "jobs",
+            "work",
+            "--url",
+            url,
+            "--queue",
+            queue,
+            "--handler",
+            "test_jobs_worker:sleepy",
+            "--concurrency",
+            "3",
+            "--wait",
+            "0.2",
             *extra,
         ]
     )

@@ -47,10 +47,14 @@ def serve(children: Children, db_path: str, url: str, queue: str, *extra: str) -
             ONEWRITER_CLI,
             "serve",
             db_path,
-            "--ops", "helpers:ops",
-            "--migrations", "helpers:MIGRATIONS",
-            "--redis", url,
-            "--redis-queue", queue,
+            "--ops",
+            "helpers:ops",
+            "--migrations",
+            "helpers:MIGRATIONS",
+            "--redis",
+            url,
+            "--redis-queue",
+            queue,
             *extra,
         ]
     )
@@ -90,9 +94,7 @@ class RawProducer:
         self.reply_key = f"{queue}:reply:{self.id.hex()}"
 
     def request(self, seq: int, op: str, **kwargs: Any) -> bytes:
-        return proto.pack(
-            {"id": seq, "seq": seq, "op": op, "kwargs": kwargs, "client": self.id}
-        )
+        return proto.pack({"id": seq, "seq": seq, "op": op, "kwargs": kwargs, "client": self.id})
 
     def replies(self, n: int, timeout: float = 20.0) -> dict[int, Any]:
         """The next ``n`` replies, by id."""
@@ -187,7 +189,11 @@ def test_requests_wait_in_redis_until_a_writer_comes(
 
 
 def test_a_writer_killed_between_pop_and_commit_loses_nothing_and_applies_each_once(
-    redis_server: RedisServer, queue: str, db_path: str, children: Children, raw: Any,
+    redis_server: RedisServer,
+    queue: str,
+    db_path: str,
+    children: Children,
+    raw: Any,
     tmp_path: Path,
 ) -> None:
     first = serve(children, db_path, redis_server.url, queue)

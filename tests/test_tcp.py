@@ -31,9 +31,12 @@ def serve(children: Children, db_path: str, token_file: Path, *extra: str) -> tu
             ONEWRITER_CLI,
             "serve",
             db_path,
-            "--ops", "helpers:ops",
-            "--migrations", "helpers:MIGRATIONS",
-            "--token-file", str(token_file),
+            "--ops",
+            "helpers:ops",
+            "--migrations",
+            "helpers:MIGRATIONS",
+            "--token-file",
+            str(token_file),
             *extra,
         ]
     )
@@ -227,9 +230,24 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
-            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
         ],
         check=True,
         capture_output=True,
@@ -244,10 +262,18 @@ def tls_writer(
 ) -> Iterator[tuple[str, ssl.SSLContext]]:
     cert, key = certificate
     _, url = serve(
-        children, db_path, token_file,
-        "--listen", "tcp://127.0.0.1:0",
-        "--tls-cert", str(cert), "--tls-key", str(key),
-        "--allow-sql", "--max-connections", "2",
+        children,
+        db_path,
+        token_file,
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        "--allow-sql",
+        "--max-connections",
+        "2",
     )
     yield url, ssl.create_default_context(cafile=str(cert))
 

@@ -125,9 +125,7 @@ class Calls:
 
     @staticmethod
     def requeue_call(ids: Sequence[int] | None, queue: str | None) -> Call:
-        if ids is not None and not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in ids
-        ):
+        if ids is not None and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise BadRequest("ids must be a list of integers")
         return ops.jobs_requeue_dead, {
             "ids": None if ids is None else dumps(list(ids)),

@@ -130,9 +130,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_flag(
         serve, "--retention", "seconds done jobs are kept", default=7 * 24 * 3600.0, type=float
     )
-    add_flag(
-        serve, "--pool-size", "PostgreSQL connections per HTTP process", default=10, type=int
-    )
+    add_flag(serve, "--pool-size", "PostgreSQL connections per HTTP process", default=10, type=int)
     serve.set_defaults(func=cmd_serve)
 
     work = commands.add_parser(
@@ -158,9 +156,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_flag(stress, "--http-workers", "HTTP worker processes of the service", default=2, type=int)
     add_flag(stress, "--batch", "jobs per claim for each worker", default=8, type=int)
     add_flag(stress, "--work-ms", "simulated work per job, in ms", default=0.0, type=float)
-    add_flag(
-        stress, "--database", "database file or postgresql:// URL (default: a temporary file)"
-    )
+    add_flag(stress, "--database", "database file or postgresql:// URL (default: a temporary file)")
     add_flag(
         stress,
         "--instances",

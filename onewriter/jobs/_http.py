@@ -347,4 +347,3 @@ def create_app(settings: Settings, on_ready: Callable[[], None] | None = None) -
     )
     app.state.service = service
     return app
-

@@ -113,9 +113,7 @@ def openapi_schema() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "Error": _obj(
-                    ("error",), error=_obj(("code", "message"), code=_STR, message=_STR)
-                ),
+                "Error": _obj(("error",), error=_obj(("code", "message"), code=_STR, message=_STR)),
                 "NewJob": _NEW_JOB,
                 "Job": _JOB,
             },

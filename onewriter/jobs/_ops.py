@@ -90,9 +90,7 @@ def jobs_claim(
     return rows
 
 
-def _within_concurrency_limits(
-    conn: sqlite3.Connection, rows: list[Any], now: float
-) -> list[Any]:
+def _within_concurrency_limits(conn: sqlite3.Connection, rows: list[Any], now: float) -> list[Any]:
     """The claim counted running jobs before it ran; several jobs sharing a key in one
     claim may overshoot the limit. Put the excess back, uncounted, in claim order."""
     by_key: dict[str, list[Any]] = defaultdict(list)
@@ -169,8 +167,7 @@ def jobs_release(conn: sqlite3.Connection, items: list[list[Any]]) -> list[bool]
     """Give ``[id, token]`` jobs back to the queue at once, the attempt not counted."""
     now = time.time()
     return [
-        conn.execute(sql.RELEASE, {"id": i, "token": t, "now": now}).rowcount == 1
-        for i, t in items
+        conn.execute(sql.RELEASE, {"id": i, "token": t, "now": now}).rowcount == 1 for i, t in items
     ]
 
 

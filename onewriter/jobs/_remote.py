@@ -180,9 +180,7 @@ class RemoteQueue:
         }
         if worker or self.worker:
             body["worker"] = worker or self.worker
-        data = await self._call(
-            "POST", f"/queues/{queue}/claim", body, timeout=self.timeout + wait
-        )
+        data = await self._call("POST", f"/queues/{queue}/claim", body, timeout=self.timeout + wait)
         return [Job.from_dict(j) for j in data["jobs"]]
 
     async def heartbeat(self, job_id: int, token: str, lease: float = DEFAULT_LEASE) -> float:
@@ -211,4 +209,3 @@ class RemoteQueue:
             data = await self._call("POST", f"/jobs/{job_id}/release", {"token": token})
             held.append(bool(data["released"]))
         return held
-
