@@ -6,8 +6,8 @@ return a :class:`Database` (or :class:`AsyncDatabase`) whose core has no local f
 lock, no election, no reader pool. Writes go to the writer over the transport; reads are
 sent there too (a ``read`` request) and run on a reader pool of the writer's host.
 
-The transports themselves live in ``_tcp.py`` and ``_redis.py``; they are imported only
-when used (the Redis client is an optional dependency).
+The transports live in ``_tcp.py``, ``_redis.py`` and ``_redis_client.py``; they are
+imported only when used (the Redis client is an optional dependency).
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ def open_remote_core(url: str, config: Config, ops: Ops) -> RemoteCore:
         from ._tcp import TcpCore
 
         return TcpCore(url, config, ops)
-    from ._redis import RedisCore
+    from ._redis_client import RedisCore
 
     return RedisCore(url, config, ops)
 
