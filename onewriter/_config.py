@@ -54,6 +54,11 @@ class Config:
     max_frame: int = 8 * 1024 * 1024
     """Largest wire frame accepted (``TOO_LARGE`` beyond)."""
 
+    commit_delay: float = 0.0002
+    """With ``durability="full"``: how long the writer may wait to fill a batch when fewer
+    requests wait than clients are connected, so that one fsync serves more writes
+    (0 turns it off; ignored at ``normal``, where a commit costs no fsync)."""
+
     request_timeout: float = 30.0
     """A write not started within this time is not run (``TIMEOUT``)."""
 

@@ -58,6 +58,8 @@ class WriterService:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._pending: collections.deque[Request] = collections.deque()
         self._scheduled = False
+        self._fill_timer: asyncio.TimerHandle | None = None
+        self._fill_wait = config.commit_delay if config.durability == "full" else 0.0
         self._draining = False
         self._stopped = threading.Event()
         self._ready = threading.Event()
@@ -258,13 +260,26 @@ class WriterService:
             raise WriterUnavailable("the writer in this process has stopped") from None
 
     def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            assert self.loop is not None
+        if self._scheduled:
+            if self._fill_timer is not None and len(self._pending) >= len(self.connections):
+                # Every connected client has a request waiting: stop waiting for more.
+                self._fill_timer.cancel()
+                self._fill_timer = None
+                assert self.loop is not None
+                self.loop.call_soon(self._run)
+            return
+        self._scheduled = True
+        assert self.loop is not None
+        if self._fill_wait and len(self.connections) > max(1, len(self._pending)):
+            # With durability=full every COMMIT waits for fsync: wait a moment for the
+            # other clients' requests so that one fsync serves them all.
+            self._fill_timer = self.loop.call_later(self._fill_wait, self._run)
+        else:
             self.loop.call_soon(self._run)
 
     def _run(self) -> None:
         self._scheduled = False
+        self._fill_timer = None
         if self.transactions.holds_writer:
             return  # an interactive transaction owns the connection; it wakes us when done
         pending = self._pending
