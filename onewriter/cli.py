@@ -256,11 +256,24 @@ COMMANDS += [register_demo, register_load]
 COMMANDS.append(register_jobs)
 
 
+_EXAMPLES = """examples:
+  onewriter serve app.db --ops myapp.ops:ops --migrations myapp.ops:MIGRATIONS
+  onewriter stats app.db
+  onewriter demo run                       serve the demo, load it, report, stop
+  onewriter jobs serve app.db --port 8080 --workers 2
+  onewriter backup app.db app-backup.db
+
+every flag falls back to an ONEWRITER_<FLAG> environment variable; COMMAND --help
+says more."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onewriter",
         description="One SQLite database, many processes: parallel reads, one elected "
         "writer with group commit.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
