@@ -42,9 +42,13 @@ class SteadyClient:
             except onewriter.OneWriterError as exc:
                 self.errors.append(f"{exc.code}: {exc.message}")
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop writing (and wait for the write in progress), so counts can be compared."""
         self._stop.set()
         self._thread.join(30)
+
+    def stop(self) -> None:
+        self.halt()
         self.db.close()
 
 
@@ -77,6 +81,7 @@ def test_the_writer_survives_arbitrary_input(
 
 def test_the_steady_client_was_served_throughout(writer: LiveWriter, steady: SteadyClient) -> None:
     """Runs after the attack (same module fixtures): nothing failed beside it."""
+    steady.halt()
     writer.assert_alive()
     assert steady.errors == []
     assert steady.written >= 10
