@@ -148,11 +148,15 @@ class Database(_Face):
         core = self._live_core()
         channel: SyncChannel | None = getattr(self._local, "channel", None)
         if channel is None or channel.core is not core:
-            channel = SyncChannel(core)
+            channel = self._new_channel(core)
             self._local.channel = channel
             with self._channels_lock:
                 self._channels.append(channel)
         return channel
+
+    def _new_channel(self, core: Core) -> SyncChannel:
+        """A line to the writer for one thread (remote faces make their transport's)."""
+        return SyncChannel(core)
 
     def _after_fork(self) -> None:
         _abandoned.append(self._channels)
@@ -240,9 +244,13 @@ class AsyncDatabase(_Face):
         loop = asyncio.get_running_loop()
         channel = self._channels.get(loop)
         if channel is None or channel.core is not core:
-            channel = AsyncChannel(core, loop)
+            channel = self._new_channel(core, loop)
             self._channels[loop] = channel
         return channel
+
+    def _new_channel(self, core: Core, loop: asyncio.AbstractEventLoop) -> AsyncChannel:
+        """A pipelined line for one event loop (remote faces make their transport's)."""
+        return AsyncChannel(core, loop)
 
     def _after_fork(self) -> None:
         _abandoned.append(self._channels)

@@ -321,21 +321,15 @@ def open_remote_core(url: str, config: Config, ops: Ops) -> RemoteCore:
     return RedisCore(url, config, ops)
 
 
-class RemoteDatabase(Database):
-    """A :class:`Database` whose writer runs on another host (``tcp://`` or ``redis://``).
+class _RemoteFace:
+    """What both remote faces share: the core that reaches another host."""
 
-    Writes, and reads too, go to the writer's host; reads run there on its reader pool.
-    """
-
-    _core: RemoteCore
+    _database: str
+    config: Config
+    _ops: Ops
 
     def _open_core(self) -> RemoteCore:
         return open_remote_core(self._database, self.config, self._ops)
-
-    def _live_core(self) -> RemoteCore:
-        core = super()._live_core()
-        assert isinstance(core, RemoteCore)
-        return core
 
     @property
     def path(self) -> str:
@@ -346,15 +340,21 @@ class RemoteDatabase(Database):
     def is_writer(self) -> bool:
         return False
 
-    def _channel(self) -> SyncChannel:
-        core = self._live_core()
-        channel: SyncChannel | None = getattr(self._local, "channel", None)
-        if channel is None or channel.core is not core:
-            channel = core.sync_channel()
-            self._local.channel = channel
-            with self._channels_lock:
-                self._channels.append(channel)
-        return channel
+
+class RemoteDatabase(_RemoteFace, Database):
+    """A :class:`Database` whose writer runs on another host (``tcp://`` or ``redis://``).
+
+    Writes, and reads too, go to the writer's host; reads run there on its reader pool.
+    """
+
+    def _live_core(self) -> RemoteCore:
+        core = super()._live_core()
+        assert isinstance(core, RemoteCore)
+        return core
+
+    def _new_channel(self, core: Core) -> SyncChannel:
+        assert isinstance(core, RemoteCore)
+        return core.sync_channel()
 
     def read(
         self, sql: str, params: Params = (), *, timeout: float | None = None
@@ -364,36 +364,17 @@ class RemoteDatabase(Database):
         return self._live_core().rows.build(result)
 
 
-class AsyncRemoteDatabase(AsyncDatabase):
+class AsyncRemoteDatabase(_RemoteFace, AsyncDatabase):
     """The asyncio twin of :class:`RemoteDatabase`: many requests in flight at once."""
-
-    _core: RemoteCore
-
-    def _open_core(self) -> RemoteCore:
-        return open_remote_core(self._database, self.config, self._ops)
 
     def _live_core(self) -> RemoteCore:
         core = super()._live_core()
         assert isinstance(core, RemoteCore)
         return core
 
-    @property
-    def path(self) -> str:
-        """The writer's address."""
-        return self._database
-
-    @property
-    def is_writer(self) -> bool:
-        return False
-
-    def _channel(self) -> AsyncChannel:
-        core = self._live_core()
-        loop = asyncio.get_running_loop()
-        channel = self._channels.get(loop)
-        if channel is None or channel.core is not core:
-            channel = core.async_channel(loop)
-            self._channels[loop] = channel
-        return channel
+    def _new_channel(self, core: Core, loop: asyncio.AbstractEventLoop) -> AsyncChannel:
+        assert isinstance(core, RemoteCore)
+        return core.async_channel(loop)
 
     async def read(
         self, sql: str, params: Params = (), *, timeout: float | None = None
@@ -407,8 +388,9 @@ class AsyncRemoteDatabase(AsyncDatabase):
         mine = not self._closed and self._core.pid == os.getpid()
         channel = self._channels.get(asyncio.get_running_loop()) if mine else None
         await super().close()
-        if channel is not None:
-            await self._core.aclose_channel(channel)
+        core = self._core
+        if channel is not None and isinstance(core, RemoteCore):
+            await core.aclose_channel(channel)
 
 
 def _remote_config(config: Config | None, overrides: dict[str, Any]) -> Config:
