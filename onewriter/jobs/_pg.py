@@ -35,16 +35,7 @@ from ._pg_run import (
 )
 from ._store import AsyncJobStore, JobStore, Reads
 
-PG_READS = Reads(
-    get=sql.GET,
-    claimable=sql.CLAIMABLE,
-    dead_letters=sql.DEAD_LETTERS,
-    recent=sql.RECENT,
-    counts=sql.COUNTS,
-    oldest_ready=sql.OLDEST_READY,
-    done_since=sql.DONE_SINCE,
-    done_per_minute=sql.DONE_PER_MINUTE,
-)
+PG_READS = Reads.of(sql)
 
 DEFAULT_POOL_SIZE = 10
 DEFAULT_CONNECT_TIMEOUT = 30.0

@@ -17,16 +17,7 @@ from ._calls import Call, Calls, unknown_op_hint
 from ._model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION
 from ._store import JobStore, Reads
 
-SQLITE_READS = Reads(
-    get=sql.GET,
-    claimable=sql.CLAIMABLE,
-    dead_letters=sql.DEAD_LETTERS,
-    recent=sql.RECENT,
-    counts=sql.COUNTS,
-    oldest_ready=sql.OLDEST_READY,
-    done_since=sql.DONE_SINCE,
-    done_per_minute=sql.DONE_PER_MINUTE,
-)
+SQLITE_READS = Reads.of(sql)
 
 
 class JobQueue(JobStore):

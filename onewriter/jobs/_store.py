@@ -16,7 +16,8 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from types import ModuleType
 from typing import Any, ClassVar
 
 from . import _ops as ops
@@ -67,6 +68,11 @@ class Reads:
     oldest_ready: str
     done_since: str
     done_per_minute: str
+
+    @classmethod
+    def of(cls, statements: ModuleType) -> Reads:
+        """The read statements a store's SQL module names in upper case."""
+        return cls(**{f.name: getattr(statements, f.name.upper()) for f in fields(cls)})
 
 
 class JobStore(ABC):
