@@ -143,8 +143,7 @@ class ReadTimeout(OneWriterError):
 
 
 class ReadOnly(OneWriterError):
-    """Readers only read: the statement would write, change the connection or reach
-    files, and was refused before it ran."""
+    """Readers only read: the statement would write, change settings or reach files."""
 
     code = "READ_ONLY"
     http_status = 403

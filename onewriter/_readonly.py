@@ -198,7 +198,7 @@ def authorize(
     """The authorizer of every reader connection (see the module's docstring)."""
     if action == _READ:
         return _refuse(action, arg1, arg2) if arg1 in DENIED_TABLES else _OK
-    if action == _SELECT or action == _RECURSIVE:
+    if action in (_SELECT, _RECURSIVE):
         return _OK
     if action == _FUNCTION:
         return _refuse(action, arg1, arg2) if (arg2 or "").lower() in DENIED_FUNCTIONS else _OK
@@ -241,6 +241,6 @@ def as_readonly(exc: sqlite3.DatabaseError) -> sqlite3.DatabaseError:
     if not refusal.write:
         return sqlite3.DatabaseError(f"not authorized on a reader: {refusal.reason}")
     error = sqlite3.OperationalError(f"attempt to write a readonly database ({refusal.reason})")
-    error.sqlite_errorcode = _SQLITE_READONLY  # type: ignore[attr-defined]
-    error.sqlite_errorname = "SQLITE_READONLY"  # type: ignore[attr-defined]
+    error.sqlite_errorcode = _SQLITE_READONLY
+    error.sqlite_errorname = "SQLITE_READONLY"
     return error

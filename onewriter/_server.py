@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from ._engine import Request
 from ._errors import (
     BadRequest,
     OneWriterError,
+    ReadsDisabled,
     SqlNotAllowed,
     TooLarge,
     Unauthorized,
@@ -50,10 +52,12 @@ class ClientConnection(asyncio.Protocol):
         service: WriterService,
         *,
         allow_sql: bool,
+        serves_reads: bool = True,
         check_peer: Callable[[socket.socket], bool] | None = None,
     ) -> None:
         self.service = service
         self.allow_sql = allow_sql
+        self.serves_reads = serves_reads  # stats here; reads too on remote transports
         self.check_peer = check_peer
         self.transport: asyncio.Transport | None = None
         self.reader = proto.FrameReader(service.config.max_frame)
@@ -175,7 +179,11 @@ class ClientConnection(asyncio.Protocol):
             return
         kind = m.get("t")
         if kind is not None:
-            if kind == "stats":
+            if not isinstance(kind, str):
+                self._reply_error(rid, BadRequest("t must be a string"))
+            elif kind == "stats" and not self.serves_reads:
+                self._reply_error(rid, ReadsDisabled("this transport serves no stats"))
+            elif kind == "stats":
                 self._out.append(
                     proto.pack({"id": rid, "ok": True, "result": self.service.stats()})
                 )
@@ -186,7 +194,7 @@ class ClientConnection(asyncio.Protocol):
             elif kind in TX_KINDS:
                 self.service.transactions.handle(self, rid, m, self, self.client)
             else:
-                self._reply_error(rid, BadRequest(f"unknown message type {kind!r}"))
+                self._reply_error(rid, BadRequest(f"unknown message type {kind!r:.100}"))
             return
         try:
             request = self._build(rid, m)
@@ -202,7 +210,11 @@ class ClientConnection(asyncio.Protocol):
         deadline_ms = m.get("deadline")
         timeout = self.service.config.request_timeout
         if deadline_ms is not None:
-            if not isinstance(deadline_ms, int | float) or isinstance(deadline_ms, bool):
+            if (
+                not isinstance(deadline_ms, int | float)
+                or isinstance(deadline_ms, bool)
+                or math.isnan(deadline_ms)
+            ):
                 raise BadRequest("deadline must be a number of milliseconds")
             timeout = min(timeout, max(0.0, deadline_ms / 1000))
         deadline = time.monotonic() + timeout

@@ -4,8 +4,9 @@ Separate from ``Database.read``'s pool because a cursor needs what that pool doe
 give: the column names of an empty result, the standard module's errors and the
 functions registered with ``create_function``. Like that pool, each reader refuses
 anything but reading (a refused write is ``SQLITE_READONLY``, as from a ``query_only``
-connection, so the statement goes on to the writer) and runs in autocommit, and a read fetches all its rows at once: no read
-transaction outlives its statement (lingering readers starve checkpoints).
+connection, so the statement goes on to the writer) and runs in autocommit, and a read
+fetches all its rows at once: no read transaction outlives its statement (lingering
+readers starve checkpoints).
 """
 
 from __future__ import annotations
