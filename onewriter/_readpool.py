@@ -41,8 +41,9 @@ class _Reader:
         self.conn = open_connection(path, config, "reader")  # rows by name: sqlite3.Row
         self.deadline = 0.0
         self.conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
-        if max_value is not None:
-            self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max_value)
+        setlimit = getattr(self.conn, "setlimit", None)  # SQLCipher's driver has none
+        if max_value is not None and setlimit is not None:
+            setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max_value)
 
     def _progress(self) -> int:
         return 1 if self.deadline and time.monotonic() > self.deadline else 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import reprlib
 import threading
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -262,7 +263,7 @@ class _RedisPeer(ClientConnection):
         elif isinstance(kind, str) and kind in TX_KINDS:
             error = SqlNotAllowed("interactive transactions need a connection: not over Redis")
         else:
-            error = BadRequest(f"unknown message type {kind!r:.100}")
+            error = BadRequest(f"unknown message type {reprlib.repr(kind)}")
         if error is not None:
             self.service.engine_errors[error.code] += 1
             body = proto.pack({"id": rid, "error": error.to_wire()})

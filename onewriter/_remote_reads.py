@@ -35,6 +35,7 @@ Transport = Literal["tcp", "redis"]
 
 #: Rows fetched from SQLite at a time while a remote read's answer is packed.
 _FETCH_ROWS = 256
+_SQLITE_TOOBIG = 18
 
 
 def reads_allowed(config: Config, transport: Transport) -> bool:
@@ -151,7 +152,9 @@ class RemoteReads:
             self.refused += 1
             body = proto.pack({"id": rid, "error": exc.to_wire()})
         except (sqlite3.Error, ValueError, TypeError, OverflowError, MemoryError) as exc:
-            failed = BadRequest(f"the read failed: {type(exc).__name__}: {exc}")
+            failed: OneWriterError = BadRequest(f"the read failed: {type(exc).__name__}: {exc}")
+            if getattr(exc, "sqlite_errorcode", 0) == _SQLITE_TOOBIG:
+                failed = TooLarge(f"a value of the read is over max_frame: {exc}")
             body = proto.pack({"id": rid, "error": failed.to_wire()})
         self.served += 1
         answer(body)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import reprlib
 import socket
 import time
 from collections.abc import Callable
@@ -150,7 +151,7 @@ class ClientConnection(asyncio.Protocol):
         if message.get("v") != proto.PROTOCOL_VERSION:
             self.refuse(
                 BadRequest(
-                    f"protocol version {message.get('v')!r} is not supported "
+                    f"protocol version {reprlib.repr(message.get('v'))} is not supported "
                     f"(this writer speaks {proto.PROTOCOL_VERSION})"
                 )
             )
@@ -228,7 +229,7 @@ class ClientConnection(asyncio.Protocol):
             if not isinstance(name, str):
                 raise BadRequest("op must be a string")
             if name not in self.service.ops:
-                raise UnknownOp(f"no op named {name!r} is registered with the writer")
+                raise UnknownOp(f"no op named {reprlib.repr(name)} is registered with the writer")
             args = m.get("args", ())
             kwargs = m.get("kwargs") or {}
             if not isinstance(args, list | tuple):

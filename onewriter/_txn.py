@@ -28,6 +28,7 @@ import collections
 import itertools
 import logging
 import os
+import reprlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -235,14 +236,16 @@ class Transactions:
             raise ended[1]
         if kind == "tx_commit" and self._committed_before(message, client):
             return None
-        raise BadRequest(f"transaction {txid!r} is not open on this connection (writer changed?)")
+        raise BadRequest(
+            f"transaction {reprlib.repr(txid)} is not open on this connection (writer changed?)"
+        )
 
     def _committed_before(self, message: dict[str, Any], client: bytes | None) -> bool:
         """A commit re-sent after failover: did an earlier writer commit it?"""
         seq = message.get("seq")
         if message.get("retry") is not True or client is None:
             return False
-        if not isinstance(seq, int) or isinstance(seq, bool):
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
             return False
         return self.engine._lookup(client, seq) is not None
 
