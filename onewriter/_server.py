@@ -136,11 +136,11 @@ class ClientConnection(asyncio.Protocol):
         for message in proto.messages(decoded):
             if self.closed:
                 return
+            if not self.greeted:  # anything but a hello (or a challenge answer) is refused
+                self._hello(message if isinstance(message, dict) else {})
+                continue
             if not isinstance(message, dict):
                 self._reply_error(_NO_ID, BadRequest("a message must be a map"))
-                continue
-            if not self.greeted:
-                self._hello(message)
                 continue
             self._request(message)
 
