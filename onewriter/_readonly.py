@@ -173,6 +173,16 @@ DENIED_TABLES = frozenset({"fsdir", "zipfile"})
 _SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_temp_master"})
 
 
+#: Pragmas raw SQL on the writer's connection may assign: they change the database, not
+#: the connection that every client's writes share.
+WRITABLE_PRAGMAS = frozenset(
+    {"application_id", "defer_foreign_keys", "incremental_vacuum", "user_version"}
+)
+_ASSIGNABLE_ON_WRITER = WRITABLE_PRAGMAS | PRAGMAS_TAKING_A_NAME
+
+_ATTACH, _DETACH = 24, 25
+
+
 class Refusal(NamedTuple):
     """Why the authorizer refused a statement."""
 
@@ -212,6 +222,25 @@ def authorize(
     return _refuse(action, arg1, arg2)
 
 
+def confine_sql(action: int, arg1: str | None, arg2: str | None) -> bool:
+    """Whether raw SQL on the writer's connection (``execute_write``, the DB-API) must be
+    refused this action: it may write the database, but neither reach other files
+    (``ATTACH``, file functions) nor change the connection that every client's writes
+    share (pragma assignments other than :data:`WRITABLE_PRAGMAS`). Ops are the
+    application's own code and are not confined."""
+    if action == _PRAGMA:
+        refused = arg2 is not None and (arg1 or "").lower() not in _ASSIGNABLE_ON_WRITER
+    elif action == _FUNCTION:
+        refused = (arg2 or "").lower() in DENIED_FUNCTIONS
+    elif action == _READ:
+        refused = arg1 in DENIED_TABLES
+    else:
+        refused = action in (_ATTACH, _DETACH)
+    if refused:
+        _refuse(action, arg1, arg2)
+    return refused
+
+
 def install(conn: sqlite3.Connection) -> None:
     """Make ``conn`` a reader that cannot write or reach files (after its own PRAGMAs)."""
     conn.set_authorizer(authorize)
@@ -229,7 +258,7 @@ def take_refusal(exc: BaseException) -> Refusal | None:
     _refusals.last = None
     if getattr(exc, "sqlite_errorcode", None) != _SQLITE_AUTH and "authoriz" not in str(exc):
         return None
-    return refusal or Refusal("not authorized", False)
+    return refusal
 
 
 def as_readonly(exc: sqlite3.DatabaseError) -> sqlite3.DatabaseError:

@@ -45,6 +45,7 @@ from ._errors import (
     QueueFull,
     ShuttingDown,
 )
+from ._readonly import take_refusal
 
 log = logging.getLogger("onewriter.writer")
 
@@ -256,6 +257,7 @@ class Transactions:
         # The engine's authorizer refuses BEGIN/COMMIT/ROLLBACK (and its own savepoints)
         # outside its internal statements: the client may not end the transaction by SQL.
         engine._internal = False
+        engine.raw_sql = True
         try:
             cursor = conn.executemany(sql, params) if many else conn.execute(sql, params)
             try:
@@ -276,12 +278,16 @@ class Transactions:
                 cursor.close()
         except (sqlite3.Error, sqlite3.Warning) as exc:
             result = {"error": describe_error(exc)}
+            refusal = take_refusal(exc)
+            if refusal is not None:
+                result["error"]["message"] += f" (refused on the writer: {refusal.reason})"
         except _ResultTooLarge as exc:
             result = {"error": {"type": "OperationalError", "message": str(exc)}}
         except (OverflowError, ValueError, TypeError) as exc:
             result = {"error": {"type": type(exc).__name__, "message": str(exc)}}
         finally:
             engine._internal = True
+            engine.raw_sql = False
         result["open"] = conn.in_transaction
         return result
 

@@ -347,6 +347,47 @@ def test_the_writer_served_everything(writer: Writer) -> None:
     assert count(writer.db_path, "posts") == count_titles(writer.db_path, "still serving")
 
 
+# -- raw SQL, where it is allowed ---------------------------------------------------------------
+
+
+def test_allowed_raw_sql_still_cannot_reach_other_files_or_the_shared_connection(
+    children: ChildProcesses, tmp_path: Path
+) -> None:
+    """With ``--allow-sql`` a peer may write the database, but not attach (create) files
+    elsewhere nor change the connection that every client's writes share."""
+    db_path = str(tmp_path / "sql.db")
+    url = serve_tcp(children, db_path, tmp_path, "--allow-sql")[1]
+    outside = tmp_path / "outside.db"
+    db = onewriter.connect(url, token=TOKEN)
+    try:
+        for sql in [
+            f"ATTACH DATABASE '{outside}' AS o",
+            "DETACH DATABASE main",
+            "PRAGMA synchronous = OFF",
+            "PRAGMA query_only = ON",
+            "PRAGMA writable_schema = ON",
+            "PRAGMA journal_mode = DELETE",
+            "SELECT load_extension('x')",
+        ]:
+            with pytest.raises(onewriter.SqlNotAllowed, match="refused"):
+                db.execute_write(sql)
+        assert db.execute_write("PRAGMA user_version = 9").rowcount == -1
+        db.execute_write("INSERT INTO posts (title) VALUES (?)", ("raw",))
+        assert db.read("PRAGMA user_version")[0][0] == 9
+    finally:
+        db.close()
+    with RawTcp(url) as raw:  # the same inside an interactive transaction
+        raw.send({"id": 1, "t": "tx_begin", "deadline": 5000.0})
+        tx = raw.recv_id(1)["result"]["tx"]
+        attach = {"t": "tx_exec", "tx": tx, "sql": f"ATTACH '{outside}' AS o", "params": []}
+        raw.send({"id": 2, **attach})
+        assert "refused on the writer" in raw.recv_id(2)["result"]["error"]["message"]
+        raw.send({"id": 3, "t": "tx_rollback", "tx": tx})
+        assert raw.recv_id(3)["ok"] is True
+    assert not outside.exists()
+    assert count(db_path, "posts") == 1
+
+
 # -- Redis ------------------------------------------------------------------------------------
 
 
