@@ -23,47 +23,52 @@ def token_file(directory: Path) -> Path:
     return path
 
 
+def serve_command(db_path: str, *extra: str) -> list[str]:
+    """``onewriter serve DB`` with the test ops and schema (raw SQL off remotely)."""
+    return [
+        ONEWRITER_CLI,
+        "serve",
+        db_path,
+        "--ops",
+        "helpers:ops",
+        "--migrations",
+        "helpers:MIGRATIONS",
+        *extra,
+    ]
+
+
 def serve_tcp(children: Children, db_path: str, directory: Path, *extra: str) -> tuple[Child, str]:
-    """``onewriter serve DB --listen tcp://127.0.0.1:0`` (raw SQL off, the default), waited
-    on until READY; returns it and its tcp:// URL."""
-    child = children.start(
-        [
-            ONEWRITER_CLI,
-            "serve",
-            db_path,
-            "--ops",
-            "helpers:ops",
-            "--migrations",
-            "helpers:MIGRATIONS",
-            "--listen",
-            "tcp://127.0.0.1:0",
-            "--token-file",
-            str(token_file(directory)),
-            *extra,
-        ]
-    )
+    """``onewriter serve DB --listen tcp://127.0.0.1:0``, waited on until READY; returns
+    it and its tcp:// URL."""
+    listen = ["--listen", "tcp://127.0.0.1:0", "--token-file", str(token_file(directory))]
+    child = children.start(serve_command(db_path, *listen, *extra))
     line = child.wait_line("READY ")
     url = next(word.split("=", 1)[1] for word in line.split() if word.startswith("listen="))
     return child, url
 
 
 class RawTcp(RawClient):
-    """A TCP peer that knows the token: it authenticates and says hello, then sends
-    frames by hand."""
+    """A TCP peer that sends frames by hand. By default it knows the token: it
+    authenticates and says hello first; ``authenticate=False`` leaves the writer's
+    challenge waiting, ``hello=False`` stops after authenticating."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, authenticate: bool = True, hello: bool = True, timeout: float = 10.0
+    ) -> None:
         host, port = url.removeprefix("tcp://").rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.reader = proto.FrameReader(1 << 30)
         self.inbox: list[Any] = []
         try:
-            challenge = self.recv()
-            nonce = os.urandom(32)
-            mac = proof(TOKEN, CLIENT_LABEL, challenge["nonce"], nonce)
-            self.send({"t": "auth", "nonce": nonce, "mac": mac})
-            assert self.recv()["ok"] is True
-            self.send({"t": "hello", "v": proto.PROTOCOL_VERSION, "client": os.urandom(16)})
-            self.greeting = self.recv()
+            if authenticate:
+                challenge = self.recv()
+                nonce = os.urandom(32)
+                mac = proof(TOKEN, CLIENT_LABEL, challenge["nonce"], nonce)
+                self.send({"t": "auth", "nonce": nonce, "mac": mac})
+                assert self.recv()["ok"] is True
+            if authenticate and hello:
+                self.send({"t": "hello", "v": proto.PROTOCOL_VERSION, "client": os.urandom(16)})
+                self.greeting = self.recv()
         except BaseException:
             self.sock.close()
             raise
