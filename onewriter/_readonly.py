@@ -18,6 +18,10 @@ too), transactions and savepoints (a reader holding a snapshot past its statemen
 starve checkpoints), ``ATTACH``/``DETACH`` (``VACUUM`` attaches its target, so it is
 refused too) and pragma assignments.
 
+Raw SQL on the writer's connection gets a narrower table (:func:`confine_sql`): it may
+write, but not attach files, call file functions or assign pragmas that would change
+the connection every client's writes share.
+
 The last refusal is remembered on the refusing thread (SQLite prepares on the thread
 that runs the statement), so that whoever ran it can say why (:func:`take_refusal`):
 SQLite itself only says "not authorized".
@@ -200,7 +204,7 @@ _refusals = threading.local()
 
 def _refuse(action: int, arg1: str | None, arg2: str | None) -> int:
     what = ACTIONS.get(action, f"action {action}")
-    detail = " ".join(a for a in (arg1, arg2) if a)
+    detail = " ".join(a for a in (arg1, arg2) if a)[:200]
     reason = f"{what} {detail}".rstrip() if action != _FUNCTION else f"the function {arg2}()"
     _refusals.last = Refusal(reason, action in WRITE_ACTIONS)
     return _DENY

@@ -183,7 +183,7 @@ class ClientConnection(asyncio.Protocol):
             if not isinstance(kind, str):
                 self._reply_error(rid, BadRequest("t must be a string"))
             elif kind == "stats" and not self.serves_reads:
-                self._reply_error(rid, ReadsDisabled("this transport serves no stats"))
+                self._reply_error(rid, ReadsDisabled("no stats on this transport (remote_reads)"))
             elif kind == "stats":
                 self._out.append(
                     proto.pack({"id": rid, "ok": True, "result": self.service.stats()})
