@@ -134,6 +134,23 @@ def test_local_reads_refuse_every_attack_and_stay_read_only(
     assert db._core.reads.replaced == 0  # refusals never break a reader
 
 
+def test_encrypted_readers_refuse_every_attack_too(
+    open_db: Callable[..., onewriter.Database], tmp_path: Path
+) -> None:
+    pytest.importorskip("sqlcipher3", reason="SQLCipher is not installed")
+    db = open_db(key=bytes(range(32)), read_pool_size=1)
+    db.write(create_post, title="kept")
+    directory = tmp_path / "drop"
+    directory.mkdir()
+
+    def unchanged() -> None:  # the file is encrypted: look through the database itself
+        assert db.read("SELECT count(*) FROM posts")[0][0] == 1
+        assert db.read("PRAGMA user_version")[0][0] == 2
+        assert os.listdir(directory) == []
+
+    attack_all(db.read, directory, unchanged)
+
+
 def test_the_refusal_says_what_was_refused(open_db: Callable[..., onewriter.Database]) -> None:
     db = open_db(read_pool_size=1)
     with pytest.raises(onewriter.ReadOnly, match="PRAGMA query_only OFF"):
