@@ -10,6 +10,7 @@ import os
 import sqlite3
 from typing import Any
 
+from .._extras import require_extra
 from .._tables import print_stats
 from ..load._cli import add_load_flags, plan_from
 from ..load.client import Connection, Target
@@ -64,12 +65,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the posts API: this process is the writer and binds the port, N worker
     processes answer HTTP on it. Prints READY with the port when serving. SIGUSR2 prints
     the writer's figures; SIGTERM or Ctrl-C drains and stops."""
+    require_extra("http", "onewriter demo serve")
     return Primary(_options(args, args.host, args.port)).run()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the demo service on a free port, load it for a few seconds, print the load
     report and the writer's figures, then stop the service cleanly."""
+    require_extra("http", "onewriter demo run")
     service = ServiceProcess(
         args.db,
         workers=args.workers,
@@ -79,6 +82,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     before = _count_posts(args.db) if os.path.exists(args.db) else 0
     print(f"starting the demo service ({args.workers} workers, database {args.db}) ...")
+    try:
+        service.start()
+    except TimeoutError as exc:
+        code = service.process.returncode if service.process is not None else None
+        why = f"exited with {code} before it was ready" if code is not None else str(exc)
+        raise SystemExit(f"onewriter demo run: the demo service {why}") from None
     with service:
         print(f"serving on {service.url}: primary pid {service.pid}, workers {service.worker_pids}")
         print(f"loading it for {args.duration:g} s ...", flush=True)

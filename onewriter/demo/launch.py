@@ -137,7 +137,7 @@ class ServiceProcess:
         return process.returncode
 
     def __enter__(self) -> ServiceProcess:
-        return self.start()
+        return self if self.process is not None else self.start()
 
     def __exit__(
         self,

@@ -10,6 +10,15 @@ import os
 import signal
 import sys
 
+from .._extras import require_extra
+
+
+def _require_store_extras(command: str, store: str | None) -> None:
+    """The HTTP extra always, the PostgreSQL one for a postgresql:// store."""
+    require_extra("http", command)
+    if store and store.startswith(("postgresql://", "postgres://")):
+        require_extra("postgres", f"{command} on PostgreSQL")
+
 
 def _tokens(value: str | None) -> tuple[str, ...]:
     return tuple(t.strip() for t in (value or "").split(",") if t.strip())
@@ -19,14 +28,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the job queue of DATABASE (or --store postgresql://...) over HTTP: --workers
     processes share the port; on SQLite the primary hosts the writer, on PostgreSQL several
     instances may share one database. Prints READY {json} when serving; SIGTERM drains."""
-    from ._http_io import Settings
-    from ._serve import ServeOptions, serve
-
     if args.database and args.store and args.database != args.store:
         raise SystemExit("onewriter jobs serve: give DATABASE or --store, not both")
     store = args.store or args.database
     if not store:
         raise SystemExit("onewriter jobs serve: DATABASE or --store is required")
+    _require_store_extras("onewriter jobs serve", store)
+    from ._http_io import Settings
+    from ._serve import ServeOptions, serve
+
     settings = Settings(
         database=store,
         producer_tokens=_tokens(args.producer_token),
@@ -48,6 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_work(args: argparse.Namespace) -> int:
     """Run a handler on the jobs of a queue served over HTTP until SIGTERM/SIGINT, then
     finish or release what is held and print a summary."""
+    require_extra("http", "onewriter jobs work")
     from ..cli import load_object
     from ._remote import RemoteQueue
     from ._worker import Worker, WorkerOptions
@@ -89,6 +100,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
     """Start the HTTP service on a scratch database and run the light, medium and heavy
     configurations with real HTTP workers; print workers, jobs, success %, p99 latency,
     throughput, duplicates and lost jobs."""
+    _require_store_extras("onewriter jobs stress", args.database)
     from ._stress import StressOptions, run_stress
 
     options = StressOptions(
