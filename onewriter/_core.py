@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from . import _fork
 from . import _protocol as proto
 from ._config import Config, resolve_paths
-from ._election import ElectionLock
+from ._election import ElectionLock, lock_is_held
 from ._errors import Unauthorized, WriterUnavailable, error_from_wire
 from ._ops import Ops
 from ._readpool import ReadPool
@@ -87,6 +87,8 @@ class Core:
         )
 
     def why_unavailable(self) -> str:
+        if self.joins_others and not lock_is_held(self.lock_path):
+            return "no writer is running (nobody holds the writer lock)"
         if self.joins_others:
             return "nobody answered on the socket and the lock stayed taken"
         return f"role {self.config.role!r} needs the writer lock, and another process holds it"

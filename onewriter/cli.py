@@ -18,9 +18,10 @@ from typing import Any
 
 from ._backup import backup_database, integrity_check, restore_database
 from ._cipher import read_key_file
-from ._config import Config
-from ._database import Database, connect
-from ._errors import OneWriterError
+from ._config import Config, resolve_paths
+from ._database import REMOTE_SCHEMES, Database, connect
+from ._election import lock_is_held
+from ._errors import OneWriterError, WriterUnavailable
 from ._ops import Ops
 from ._tables import print_stats
 from .demo._cli import register as register_demo
@@ -167,8 +168,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_writer(database: str, config: Config) -> WriterUnavailable | None:
+    """The error to give at once when no process holds the writer lock of ``database``."""
+    db_path, _, lock_path = resolve_paths(database, config)
+    if lock_is_held(lock_path):
+        return None
+    return WriterUnavailable(
+        f"no writer is running for {db_path}: start one with onewriter serve {database}"
+    )
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     """Ask the running writer of DB for its figures and print them."""
+    if not args.database.startswith(REMOTE_SCHEMES):
+        missing = _no_writer(args.database, Config())
+        if missing is not None:
+            raise missing
     db = connect(args.database, role="client", failover_timeout=args.timeout, key=_key_from(args))
     try:
         stats = db.stats()

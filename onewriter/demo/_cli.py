@@ -66,6 +66,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     processes answer HTTP on it. Prints READY with the port when serving. SIGUSR2 prints
     the writer's figures; SIGTERM or Ctrl-C drains and stops."""
     require_extra("http", "onewriter demo serve")
+    if args.db == DEFAULT_DATABASE:
+        # The default's folder is the demo's own; a folder the user named must exist.
+        os.makedirs(os.path.dirname(DEFAULT_DATABASE), exist_ok=True)
     return Primary(_options(args, args.host, args.port)).run()
 
 

@@ -135,7 +135,6 @@ class Primary:
         """Become the writer, migrating. In naive mode the workers write by themselves:
         the primary only migrates, then lets the role go."""
         options = self.options
-        os.makedirs(os.path.dirname(os.path.abspath(options.database)), exist_ok=True)
         db = connect(
             options.database,
             ops=ops,
