@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from . import _fork
 from . import _protocol as proto
 from ._config import Config, resolve_paths
+from ._differences import warn_writer_differences
 from ._election import ElectionLock, lock_is_held
 from ._errors import Unauthorized, WriterUnavailable, error_from_wire
 from ._ops import Ops
@@ -116,6 +117,7 @@ class Core:
             sock.close()
             raise
         check_hello(reply)
+        warn_writer_differences(reply, self.ops, len(self.config.migrations), self.database)
         sock.settimeout(None)
         return sock
 

@@ -39,6 +39,7 @@ from ._core import (
     hello_message,
     read_one_message,
 )
+from ._differences import warn_writer_differences
 from ._errors import (
     BadRequest,
     OneWriterError,
@@ -259,7 +260,7 @@ def _tls_refused(url: str, exc: ssl.SSLError) -> Unauthorized:
 
 
 def connect_tcp(
-    host: str, port: int, config: Config, client: bytes, url: str
+    host: str, port: int, config: Config, client: bytes, url: str, ops: Ops | None = None
 ) -> socket.socket | None:
     """Connect, authenticate and say hello; ``None`` when nobody answers (yet)."""
     timeout = min(HELLO_TIMEOUT, max(0.1, config.failover_timeout))
@@ -280,7 +281,10 @@ def connect_tcp(
         sock.sendall(proto.frame(auth))
         check_auth_reply(read_one_message(sock, reader), config.token, nonce, server_nonce)
         sock.sendall(proto.frame(hello_message(client)))
-        check_hello(read_one_message(sock, reader))
+        hello = read_one_message(sock, reader)
+        check_hello(hello)
+        if ops is not None:
+            warn_writer_differences(hello, ops, len(config.migrations), url)
     except ssl.SSLError as exc:
         sock.close()
         raise _tls_refused(url, exc) from None
@@ -353,7 +357,7 @@ class TcpCore(RemoteCore):
         return AsyncChannel(self, loop)
 
     def connect_socket(self, client: bytes) -> socket.socket | None:
-        return connect_tcp(self.host, self.port, self.config, client, self.database)
+        return connect_tcp(self.host, self.port, self.config, client, self.database, self.ops)
 
     async def open_stream(
         self, loop: asyncio.AbstractEventLoop, factory: Callable[[], StreamProtocolT]

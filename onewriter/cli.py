@@ -46,15 +46,28 @@ def add_flag(parser: argparse.ArgumentParser, flag: str, help: str, **kwargs: An
     parser.add_argument(flag, default=default, help=f"{help}{shown} [env {env}]", **kwargs)
 
 
-def load_object(spec: str) -> Any:
-    """Import ``module:attribute`` (``module.sub:obj.attr``)."""
+def load_object(spec: str, flag: str = "") -> Any:
+    """Import ``module:attribute`` (``module.sub:obj.attr``); one line naming the flag and
+    what is wrong when it cannot be (the current folder is searched first)."""
+    what = f"onewriter: {flag} {spec}" if flag else f"onewriter: {spec}"
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise SystemExit(f"expected module:attribute, got {spec!r}")
-    sys.path.insert(0, os.getcwd())
-    obj: Any = importlib.import_module(module_name)
+        raise SystemExit(f"{what}: expected module:attribute")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"{what}: cannot import {module_name}: {exc}") from None
+    except Exception as exc:
+        raise SystemExit(
+            f"{what}: importing {module_name} raised {type(exc).__name__}: {exc}"
+        ) from None
     for part in attr.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise SystemExit(f"{what}: {module_name} has no attribute {attr}") from None
     return obj
 
 
@@ -70,7 +83,8 @@ def _key_from(args: argparse.Namespace) -> str | None:
 
 
 def _config_from(args: argparse.Namespace, **fixed: Any) -> Config:
-    migrations = tuple(load_object(args.migrations)) if getattr(args, "migrations", None) else ()
+    spec = getattr(args, "migrations", None)
+    migrations = tuple(load_object(spec, "--migrations")) if spec else ()
     return Config(
         durability=args.durability,
         max_pending=args.max_pending,
@@ -145,9 +159,16 @@ def _remote_words(db: Database) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run a dedicated writer for DB until SIGTERM or SIGINT, then drain and exit."""
-    ops = load_object(args.ops) if args.ops else Ops()
+    ops = load_object(args.ops, "--ops") if args.ops else Ops()
     if not isinstance(ops, Ops):
-        raise SystemExit(f"{args.ops} is not an onewriter.Ops registry")
+        raise SystemExit(f"onewriter: --ops {args.ops} is not an onewriter.Ops registry")
+    if not args.ops:
+        print(
+            "onewriter serve: no --ops given: the writer serves an empty registry, "
+            "so every op call gets UNKNOWN_OP",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         config = _config_from(args, role="writer", **_remote_fields(args))
     except ValueError as exc:

@@ -65,7 +65,7 @@ def cmd_work(args: argparse.Namespace) -> int:
 
     if not args.queue or not args.handler:
         raise SystemExit("onewriter jobs work: --queue and --handler are required")
-    handler = load_object(args.handler)
+    handler = load_object(args.handler, "--handler")
     options = WorkerOptions(
         queue=args.queue,
         capabilities=tuple(args.capability or ()),
