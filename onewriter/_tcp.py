@@ -67,8 +67,9 @@ SERVER_LABEL = b"onewriter-tcp-v1 server proof"
 
 
 def proof(token: str, label: bytes, first: bytes, second: bytes) -> bytes:
-    """HMAC-SHA256 over a label and two fixed-size nonces."""
-    return hmac.new(token.encode(), label + first + second, hashlib.sha256).digest()
+    """HMAC-SHA256 over a label and two fixed-size nonces. Whitespace around the token
+    is not part of it, on either side: a token read from a file keeps its newline."""
+    return hmac.new(token.strip().encode(), label + first + second, hashlib.sha256).digest()
 
 
 def _is_nonce(value: Any) -> TypeGuard[bytes]:

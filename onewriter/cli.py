@@ -1,7 +1,9 @@
 """The ``onewriter`` command line.
 
 Every flag has an ``ONEWRITER_<NAME>`` environment variable as its fallback, shown in
-``--help``. Subcommands of other parts register themselves in :data:`COMMANDS`.
+``--help``, and every command that opens a database takes it as its positional
+``DATABASE`` (``_flags.py``). Subcommands of other parts register themselves in
+:data:`COMMANDS`.
 """
 
 from __future__ import annotations
@@ -14,36 +16,22 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from sqlite3 import sqlite_version
 from typing import Any
 
+from . import __version__
 from ._backup import backup_database, integrity_check, restore_database
 from ._cipher import read_key_file
 from ._config import Config, resolve_paths
 from ._database import REMOTE_SCHEMES, Database, connect
 from ._election import lock_is_held
 from ._errors import OneWriterError, WriterUnavailable
+from ._flags import add_database, add_flag, merge_database
 from ._ops import Ops
 from ._tables import print_stats
 from .demo._cli import register as register_demo
 from .jobs._cli import register as register_jobs
 from .load._cli import register as register_load
-
-
-def env_default(name: str, default: Any = None) -> Any:
-    """The value of ``ONEWRITER_<NAME>`` or ``default``."""
-    return os.environ.get(f"ONEWRITER_{name.upper().replace('-', '_')}", default)
-
-
-def add_flag(parser: argparse.ArgumentParser, flag: str, help: str, **kwargs: Any) -> None:
-    """Add ``--flag`` with its environment fallback named in the help text."""
-    env = "ONEWRITER_" + flag.lstrip("-").upper().replace("-", "_")
-    default = kwargs.pop("default", None)
-    value = os.environ.get(env)
-    if value is not None:
-        kind = kwargs.get("type")
-        default = kind(value) if callable(kind) else value
-    shown = f" (default: {default})" if default not in (None, "") else ""
-    parser.add_argument(flag, default=default, help=f"{help}{shown} [env {env}]", **kwargs)
 
 
 def load_object(spec: str, flag: str = "") -> Any:
@@ -128,9 +116,6 @@ def _add_remote_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--redis-queue", "the Redis list's name", default="onewriter")
 
 
-_YES = ("1", "true", "yes", "on")  # a store_true flag's environment fallback, as text
-
-
 def _remote_fields(args: argparse.Namespace) -> dict[str, Any]:
     token = None
     if args.token_file:
@@ -143,7 +128,7 @@ def _remote_fields(args: argparse.Namespace) -> dict[str, Any]:
         "token": token,
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
-        "allow_sql_remote": args.allow_sql is True or str(args.allow_sql).lower() in _YES,
+        "allow_sql_remote": args.allow_sql,
         "max_connections": args.max_connections,
         "redis_url": args.redis,
         "redis_queue": args.redis_queue,
@@ -228,7 +213,7 @@ def _register_core(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="run a dedicated writer for a database",
         description=cmd_serve.__doc__,
     )
-    serve.add_argument("database", help="path of the SQLite database file")
+    add_database(serve)
     _add_writer_flags(serve)
     _add_remote_flags(serve)
     serve.set_defaults(func=cmd_serve)
@@ -236,8 +221,8 @@ def _register_core(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     stats = sub.add_parser(
         "stats", help="print the running writer's figures", description=cmd_stats.__doc__
     )
-    stats.add_argument("database", help="path of the SQLite database file")
-    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_database(stats, "path of the SQLite database file (or a tcp:// or redis:// address)")
+    add_flag(stats, "--json", "print JSON instead of a table", action="store_true")
     add_flag(stats, "--timeout", "seconds to wait for a writer", default=3.0, type=float)
     _add_key_flag(stats)
     stats.set_defaults(func=cmd_stats)
@@ -271,9 +256,7 @@ def _register_backup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     backup.add_argument("database", help="path of the SQLite database file")
     backup.add_argument("dest", help="where to write the copy")
-    backup.add_argument(
-        "--no-check", action="store_true", help="skip the integrity check of the copy"
-    )
+    add_flag(backup, "--no-check", "skip the integrity check of the copy", action="store_true")
     _add_key_flag(backup)
     backup.set_defaults(func=cmd_backup)
 
@@ -311,7 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    add_flag(parser, "--verbose", "log at INFO level", short="-v", action="store_true")
+    parser.add_argument(
+        "--version", action="version", version=f"onewriter {__version__} (SQLite {sqlite_version})"
+    )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for register in COMMANDS:
         register(sub)
@@ -321,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    merge_database(parser, args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

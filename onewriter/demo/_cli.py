@@ -23,15 +23,16 @@ DEFAULT_DATABASE = "data/demo.db"
 
 
 def _add_service_flags(parser: argparse.ArgumentParser) -> None:
-    from ..cli import add_flag
+    from .._flags import add_database, add_flag
 
-    add_flag(parser, "--db", "the SQLite database file", default=DEFAULT_DATABASE)
+    add_database(parser, default=DEFAULT_DATABASE)
     add_flag(parser, "--workers", "HTTP worker processes", default=default_workers(), type=int)
-    parser.add_argument(
+    add_flag(
+        parser,
         "--naive",
-        action="store_true",
-        help="for comparison: each worker writes on its own SQLite connection "
+        "for comparison: each worker writes on its own SQLite connection "
         "(busy_timeout, BEGIN IMMEDIATE) instead of through the one writer",
+        action="store_true",
     )
     add_flag(parser, "--durability", "normal or full", default="normal", choices=["normal", "full"])
     add_flag(parser, "--max-pending", "writes queued before 503", default=500, type=int)
@@ -49,7 +50,7 @@ def _options(args: argparse.Namespace, host: str, port: int) -> ServiceOptions:
     if args.workers < 1:
         raise SystemExit("onewriter demo: --workers must be at least 1")
     return ServiceOptions(
-        database=args.db,
+        database=args.database,
         host=host,
         port=port,
         workers=args.workers,
@@ -66,7 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     processes answer HTTP on it. Prints READY with the port when serving. SIGUSR2 prints
     the writer's figures; SIGTERM or Ctrl-C drains and stops."""
     require_extra("http", "onewriter demo serve")
-    if args.db == DEFAULT_DATABASE:
+    if args.database == DEFAULT_DATABASE:
         # The default's folder is the demo's own; a folder the user named must exist.
         os.makedirs(os.path.dirname(DEFAULT_DATABASE), exist_ok=True)
     return Primary(_options(args, args.host, args.port)).run()
@@ -77,14 +78,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     report and the writer's figures, then stop the service cleanly."""
     require_extra("http", "onewriter demo run")
     service = ServiceProcess(
-        args.db,
+        args.database,
         workers=args.workers,
         naive=args.naive,
         durability=args.durability,
         extra=["--max-pending", str(args.max_pending)],
     )
-    before = _count_posts(args.db) if os.path.exists(args.db) else 0
-    print(f"starting the demo service ({args.workers} workers, database {args.db}) ...")
+    before = _count_posts(args.database) if os.path.exists(args.database) else 0
+    print(f"starting the demo service ({args.workers} workers, database {args.database}) ...")
     try:
         service.start()
     except TimeoutError as exc:
@@ -102,9 +103,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("\nthe writer's figures (GET /stats):")
             print_stats(stats["writer"])
         code = service.stop()
-    after = _count_posts(args.db)
+    after = _count_posts(args.database)
     print(
-        f"\nposts in {args.db}: {after:,} ({after - before:,} added by this run, which had "
+        f"\nposts in {args.database}: {after:,} ({after - before:,} added by this run, which had "
         f"{summary['acknowledged_writes']:,} writes acknowledged)"
     )
     print("service output:")
@@ -134,7 +135,7 @@ def _count_posts(path: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from ..cli import add_flag
+    from .._flags import add_flag
 
     demo = sub.add_parser("demo", help="the multi-worker posts service")
     demo_sub = demo.add_subparsers(title="demo commands", metavar="COMMAND")

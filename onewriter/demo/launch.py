@@ -38,7 +38,6 @@ class ServiceProcess:
             "onewriter.cli",
             "demo",
             "serve",
-            "--db",
             database,
             "--workers",
             str(workers),
