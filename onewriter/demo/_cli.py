@@ -14,7 +14,7 @@ from .._extras import require_extra
 from .._tables import print_stats
 from ..load._cli import add_load_flags, plan_from
 from ..load.client import Connection, Target
-from ..load.report import format_report
+from ..load.report import print_report
 from ..load.runner import run_load
 from .launch import ServiceProcess
 from .primary import Primary, ServiceOptions, default_workers
@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"loading it for {args.duration:g} s ...", flush=True)
         summary = run_load(plan_from(args, url=service.url))
         print()
-        print(format_report(summary))
+        print_report(summary)
         stats = asyncio.run(_get_json(service.url, "/stats"))
         if stats.get("writer"):
             print("\nthe writer's figures (GET /stats):")

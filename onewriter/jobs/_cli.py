@@ -106,6 +106,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
         work_ms=args.work_ms,
         database=args.database,
         instances=args.instances,
+        plain=args.json,
     )
     return run_stress(options, json_out=args.json)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .report import format_report
+from .report import print_report
 from .runner import LoadPlan, run_load
 
 
@@ -43,11 +43,11 @@ def cmd_load(args: argparse.Namespace) -> int:
     """Send reads and writes to the demo service and report throughput, latency
     percentiles, errors by code and requests per worker. Without --duration: one batch
     of concurrent requests; with it: sustained load at --rate (or as fast as answered)."""
-    summary = run_load(plan_from(args))
+    summary = run_load(plan_from(args), plain=args.json)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(format_report(summary))
+        print_report(summary)
     return 0 if summary["total"]["ok"] else 1
 
 
