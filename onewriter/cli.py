@@ -26,6 +26,7 @@ from ._config import Config, resolve_paths
 from ._database import REMOTE_SCHEMES, Database, connect
 from ._election import lock_is_held
 from ._errors import OneWriterError, WriterUnavailable
+from ._extras import require_extra
 from ._flags import add_database, add_flag, merge_database
 from ._ops import Ops
 from ._tables import print_stats
@@ -144,16 +145,11 @@ def _remote_words(db: Database) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run a dedicated writer for DB until SIGTERM or SIGINT, then drain and exit."""
+    if args.redis:
+        require_extra("redis", "onewriter serve --redis")
     ops = load_object(args.ops, "--ops") if args.ops else Ops()
     if not isinstance(ops, Ops):
         raise SystemExit(f"onewriter: --ops {args.ops} is not an onewriter.Ops registry")
-    if not args.ops:
-        print(
-            "onewriter serve: no --ops given: the writer serves an empty registry, "
-            "so every op call gets UNKNOWN_OP",
-            file=sys.stderr,
-            flush=True,
-        )
     try:
         config = _config_from(args, role="writer", **_remote_fields(args))
     except ValueError as exc:
@@ -167,6 +163,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGUSR2, lambda *_: print_stats(db.stats()))
+    if not args.ops:
+        print(
+            "onewriter serve: no --ops given: the writer serves an empty registry, "
+            "so every op call gets UNKNOWN_OP",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"READY writer pid={os.getpid()} database={db.path}{_remote_words(db)}", flush=True)
     stop.wait()
     db.close()
