@@ -65,6 +65,7 @@ def _key_from(args: argparse.Namespace) -> str | None:
     path = getattr(args, "key_file", None)
     if not path:
         return None
+    require_extra("sqlcipher", "a key (SQLCipher)")
     try:
         return read_key_file(path)
     except (OSError, ValueError) as exc:

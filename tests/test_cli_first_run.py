@@ -257,3 +257,21 @@ def test_an_async_client_is_warned_too(db_path: str, children: Children) -> None
         check=True,
     )
     assert "the writer lacks ops this process registered: brand_new" in result.stderr
+
+
+def test_a_key_without_sqlcipher_names_the_pip_install(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("a long enough passphrase\n")
+    key_file.chmod(0o600)
+    result = cli(
+        "serve",
+        str(tmp_path / "app.db"),
+        "--ops",
+        "helpers:ops",
+        "--key-file",
+        str(key_file),
+        env=no_extras_env(block="sqlcipher3"),
+    )
+    line = one_line(result)
+    assert line.startswith("onewriter: MISSING_EXTRA: a key (SQLCipher) needs the sqlcipher")
+    assert "pip install 'onewriter[sqlcipher]'" in line

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TextIO
 
 from .._progress import LiveProgress
 from .client import Connection, HttpError, Target
@@ -209,11 +209,16 @@ def show_progress(run: LoadRun, shown: LiveProgress) -> None:
 
 
 def run_load(
-    plan: LoadPlan, *, progress: bool = True, handle_signals: bool = True, plain: bool = False
+    plan: LoadPlan,
+    *,
+    progress: bool = True,
+    handle_signals: bool = True,
+    plain: bool = False,
+    progress_out: TextIO | None = None,
 ) -> Summary:
-    """Run ``plan`` on a fresh event loop and summarize it, showing progress on stderr
-    (``plain``: no rich bar). SIGINT or SIGTERM end the load early; the summary then
-    says ``interrupted``."""
+    """Run ``plan`` on a fresh event loop and summarize it, showing progress on
+    ``progress_out`` (stderr; ``plain``: no rich bar). SIGINT or SIGTERM end the load
+    early; the summary then says ``interrupted``."""
 
     async def main() -> Summary:
         load = LoadRun(plan)
@@ -224,7 +229,7 @@ def run_load(
         shown = None
         if progress:
             total = plan.duration if plan.duration is not None else len(load.pattern)
-            shown = LiveProgress("load", total, plain=plain)
+            shown = LiveProgress("load", total, out=progress_out, plain=plain)
         try:
             recorder = await load.run(None if shown is None else lambda r: show_progress(r, shown))
         finally:
