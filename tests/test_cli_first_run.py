@@ -119,7 +119,8 @@ def test_a_worker_failing_at_start_up_twice_stops_the_demo_service(tmp_path: Pat
     assert "failed at start-up twice" in last
     assert "No module named 'onewriter.demo.app'" in last
     assert "READY" not in result.stdout
-    assert result.stderr.count("ModuleNotFoundError: No module named") <= 4  # 2 per slot
+    starts = [ln for ln in result.stderr.splitlines() if ln.startswith("ModuleNotFoundError")]
+    assert 2 <= len(starts) <= 4, result.stderr  # at most two starts per slot
     assert elapsed < 30, elapsed  # it did not wait out READY_TIMEOUT (60 s)
 
 
