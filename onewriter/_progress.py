@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import TYPE_CHECKING, TextIO
@@ -35,7 +36,7 @@ class LiveProgress:
         self.out = out or sys.stderr
         self.every = every
         self.tty = bool(getattr(self.out, "isatty", lambda: False)())
-        self._last = 0.0
+        self._last = -math.inf  # the first update is shown at once
         self._text = ""
         self._bar: Progress | None = None
         self._closed = False

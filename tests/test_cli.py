@@ -11,8 +11,9 @@ import re
 import signal
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 from helpers import ONEWRITER_CLI, Child, Children, child_env, count, create_post, ops, run
@@ -317,3 +318,40 @@ def test_the_wal_reset_note_is_written_once_per_writer(db_path: str, tmp_path: P
     assert err.count("has the WAL-reset race") == 1, err
     assert "https://www.sqlite.org/wal.html#walresetbug" in err
     assert "docs/operations.md" not in err
+
+
+def _drawn_on_a_terminal(draw: Callable[[TextIO], None]) -> str:
+    """What ``draw(out)`` wrote on a pseudo-terminal."""
+    controller, device = pty.openpty()
+    out = os.fdopen(device, "w")
+    try:
+        draw(out)
+    finally:
+        out.close()
+    chunks = []
+    with contextlib.suppress(OSError):
+        while chunk := os.read(controller, 65536):
+            chunks.append(chunk)
+    os.close(controller)
+    return b"".join(chunks).decode()
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_pipe(tmp_path: Path) -> None:
+    pytest.importorskip("rich")
+    from onewriter._progress import LiveProgress
+
+    def draw(out: TextIO) -> None:
+        shown = LiveProgress("load", 10, out=out)
+        for i in range(11):
+            shown.update(i, f"{i} requests")
+        shown.close()
+
+    drawn = _drawn_on_a_terminal(draw)
+    assert "━" in drawn and "100%" in drawn and "10 requests" in drawn
+
+    with open(tmp_path / "log", "w") as pipe:  # not a terminal
+        shown = LiveProgress("load", 10, out=pipe, every=3600)
+        for i in range(11):
+            shown.update(i, f"{i} requests")
+        shown.close()
+    assert (tmp_path / "log").read_text() == "load: 0 requests\nload: 10 requests\n"
