@@ -89,7 +89,11 @@ def add_database(
     fallback = os.environ.get(DATABASE_ENV) or default
     note = f" (default: {fallback})" if fallback else ""
     parser.add_argument(
-        "database", nargs="?", default=None, help=f"{help}{note} [env {DATABASE_ENV}]"
+        "database",
+        nargs="?",
+        default=None,
+        metavar="DATABASE",
+        help=f"{help}{note} [env {DATABASE_ENV}]",
     )
     for alias in aliases:
         parser.add_argument(alias, dest=DATABASE_ALIAS, default=None, help=argparse.SUPPRESS)

@@ -145,7 +145,7 @@ def _remote_words(db: Database) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run a dedicated writer for DB until SIGTERM or SIGINT, then drain and exit."""
+    """Run a dedicated writer for DATABASE until SIGTERM or SIGINT, then drain and exit."""
     if args.redis:
         require_extra("redis", "onewriter serve --redis")
     ops = load_object(args.ops, "--ops") if args.ops else Ops()
@@ -189,7 +189,7 @@ def _no_writer(database: str, config: Config) -> WriterUnavailable | None:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    """Ask the running writer of DB for its figures and print them."""
+    """Ask the running writer of DATABASE for its figures and print them."""
     if not args.database.startswith(REMOTE_SCHEMES):
         missing = _no_writer(args.database, Config())
         if missing is not None:
@@ -233,7 +233,7 @@ def _register_core(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    """Copy DB to DEST from one read snapshot while its writer goes on writing, then
+    """Copy DATABASE to DEST from one read snapshot while its writer goes on writing, then
     check the copy with PRAGMA integrity_check."""
     config = Config(key=_key_from(args))
     result = backup_database(args.database, args.dest, config)
@@ -247,8 +247,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    """Replace DB with BACKUP through SQLite's backup API, refusing a backup that fails
-    PRAGMA integrity_check; stop DB's writer first."""
+    """Replace DATABASE with BACKUP through SQLite's backup API, refusing a backup that
+    fails PRAGMA integrity_check; stop DATABASE's writer first."""
     result = restore_database(args.backup, args.database, Config(key=_key_from(args)))
     print(f"restored {result.path}: {result.pages} pages, integrity: ok", flush=True)
     return 0
@@ -258,8 +258,8 @@ def _register_backup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     backup = sub.add_parser(
         "backup", help="copy a live database consistently", description=cmd_backup.__doc__
     )
-    backup.add_argument("database", help="path of the SQLite database file")
-    backup.add_argument("dest", help="where to write the copy")
+    backup.add_argument("database", metavar="DATABASE", help="path of the SQLite database file")
+    backup.add_argument("dest", metavar="DEST", help="where to write the copy")
     add_flag(backup, "--no-check", "skip the integrity check of the copy", action="store_true")
     _add_key_flag(backup)
     backup.set_defaults(func=cmd_backup)
@@ -267,8 +267,10 @@ def _register_backup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     restore = sub.add_parser(
         "restore", help="replace a database with a checked backup", description=cmd_restore.__doc__
     )
-    restore.add_argument("backup", help="the backup file")
-    restore.add_argument("database", help="path of the SQLite database file to replace")
+    restore.add_argument("backup", metavar="BACKUP", help="the backup file")
+    restore.add_argument(
+        "database", metavar="DATABASE", help="path of the SQLite database file to replace"
+    )
     _add_key_flag(restore)
     restore.set_defaults(func=cmd_restore)
 
@@ -286,8 +288,8 @@ _EXAMPLES = """examples:
   onewriter jobs serve app.db --port 8080 --workers 2
   onewriter backup app.db app-backup.db
 
-every flag falls back to an ONEWRITER_<FLAG> environment variable; COMMAND --help
-says more."""
+a command that opens a database takes it as DATABASE, its first argument; every flag
+falls back to an ONEWRITER_<FLAG> environment variable; COMMAND --help says more."""
 
 
 def build_parser() -> argparse.ArgumentParser:
