@@ -148,6 +148,7 @@ def test_demo_run_says_the_service_did_not_start(tmp_path: Path) -> None:
         ["jobs", "serve", "{db}", "--port", "0", "--workers", "0"],
         ["demo", "serve", "{db}", "--port", "0"],
         ["demo", "serve", "--db", "{db}", "--port", "0"],
+        ["demo", "run", "{db}", "--duration", "1"],
         ["stats", "{db}"],
     ],
 )

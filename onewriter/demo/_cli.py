@@ -10,6 +10,7 @@ import os
 import sqlite3
 from typing import Any
 
+from .._config import Config, resolve_paths
 from .._extras import require_extra
 from .._tables import print_stats
 from ..load._cli import add_load_flags, plan_from
@@ -77,6 +78,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Start the demo service on a free port, load it for a few seconds, print the load
     report and the writer's figures, then stop the service cleanly."""
     require_extra("http", "onewriter demo run")
+    if args.database != DEFAULT_DATABASE:
+        resolve_paths(args.database, Config())  # a missing folder: one line, before starting
     service = ServiceProcess(
         args.database,
         workers=args.workers,
