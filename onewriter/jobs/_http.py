@@ -272,7 +272,8 @@ class Service:
             "openapi": self.openapi,
             "ui": self.ui,
         }
-        assert set(handlers) == {e.name for e in ENDPOINTS}, "an endpoint without a handler"
+        if set(handlers) != {e.name for e in ENDPOINTS}:
+            raise RuntimeError("every endpoint needs exactly one handler")
         return [
             Route(e.path, self.endpoint(e, handlers[e.name]), methods=[e.method], name=e.name)
             for e in ENDPOINTS
