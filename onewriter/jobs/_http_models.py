@@ -23,9 +23,13 @@ _I63 = 2**63 - 1
 JobId = Annotated[int, Meta(ge=1, le=_I63, description="a job's id")]
 Priority = Annotated[int, Meta(ge=-(2**62) + 1, le=2**62 - 1, description="higher runs first")]
 Seconds = Annotated[float, Meta(ge=0, le=1e10)]
-Name = Annotated[str, Meta(min_length=1, max_length=200)]
-Key = Annotated[str, Meta(min_length=1, max_length=1000)]
-Token = Annotated[str, Meta(max_length=200, description="the lease token from the claim")]
+#: No NUL in stored text: PostgreSQL's text cannot hold one.
+_NO_NUL = "^[^\x00]*$"
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
+Key = Annotated[str, Meta(min_length=1, max_length=1000, pattern=_NO_NUL)]
+Token = Annotated[
+    str, Meta(max_length=200, pattern=_NO_NUL, description="the lease token from the claim")
+]
 Names = Annotated[list[Name], Meta(max_length=100)]
 Lease = Annotated[
     float, Meta(gt=0, le=86400, description="seconds the lease lasts (at most a day)")
@@ -100,7 +104,7 @@ class Enqueue(JobOptions):
 class Claim(_Body):
     """Lease up to ``limit`` jobs of the queue; ``wait`` long-polls for the first."""
 
-    worker: Annotated[str, Meta(max_length=200)] | None = None
+    worker: Annotated[str, Meta(max_length=200, pattern=_NO_NUL)] | None = None
     capabilities: Names = []
     limit: Limit = 1
     lease: Lease = DEFAULT_LEASE
@@ -131,7 +135,9 @@ class CompleteMany(_Body):
 
 class Fail(_Body):
     token: Token
-    error: Annotated[str, Meta(max_length=100_000, description="kept to 4000 chars")] = ""
+    error: Annotated[
+        str, Meta(max_length=100_000, pattern=_NO_NUL, description="kept to 4000 chars")
+    ] = ""
     retry: bool = True
 
 
@@ -226,7 +232,10 @@ def json_value(raw: Raw, what: str) -> Any:
     arrays/objects. Bodies were decoded with these left raw: counting brackets is the
     cheap bound (strings may hold some), the decoded value is walked only past it."""
     text = bytes(raw)
-    value = msgspec.json.decode(text)
+    try:  # left raw, the value's UTF-8 and numbers are checked only now
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
     if text.count(b"[") + text.count(b"{") > MAX_DEPTH:
         _check_depth(value, what)
     return value
