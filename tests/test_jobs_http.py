@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import ONEWRITER_CLI, PYTHON, Child
+from http_inputs import check_bad_inputs
 
 PRODUCER = "producer-secret"
 WORKER = "worker-secret"
@@ -175,30 +176,28 @@ def test_auth_failures(service: Service) -> None:
     assert httpx.get(f"{service.url}/healthz").json()["ok"] is True
 
 
-def test_malformed_requests(service: Service) -> None:
-    post = service.producer.post
-    cases = [
-        post("/queues/q/jobs", content=b"{not json"),
-        post("/queues/q/jobs", content=b"[1, 2]"),
-        post("/queues/q/jobs", json={"payload": 1, "priorty": 2}),
-        post("/queues/q/jobs", json={"priority": 2}),
-        post("/queues/q/jobs", json={"payload": 1, "priority": "high"}),
-        post("/queues/q/jobs", json={"payload": 1, "requires": "ffmpeg"}),
-        post("/queues/q/jobs", json={"jobs": []}),
-        service.worker.post("/queues/q/claim", json={"limit": 0}),
-        service.worker.post("/queues/q/claim", json={"capabilities": [1]}),
-        service.worker.post("/jobs/1/complete", json={}),
-        service.worker.post("/jobs/1/fail", json={"token": "t", "retry": "yes"}),
-    ]
-    for response in cases:
-        assert response.status_code == 400, response.text
-        assert response.json()["error"]["code"] == "BAD_REQUEST"
-    too_large = post("/queues/q/jobs", json={"payload": "x" * 3000})
-    assert too_large.status_code == 413 and too_large.json()["error"]["code"] == "TOO_LARGE"
-    unknown = service.worker.get("/nowhere")
-    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NOT_FOUND"
-    assert service.worker.get("/jobs/123456789").status_code == 404
-    assert service.worker.get("/queues/q/claim").status_code == 405
+def test_every_bad_input_gets_a_4xx_with_its_code_and_the_service_keeps_serving(
+    service: Service,
+) -> None:
+    check_bad_inputs(service.url, {"producer": PRODUCER, "worker": WORKER})
+    assert not [line for line in service.child.stderr_lines if "Traceback" in line]
+
+
+def test_complete_many_answers_each_pair_over_http(service: Service) -> None:
+    ids = [service.enqueue("pairs", payload=i) for i in range(2)]
+    first, second = service.claim("pairs", limit=2)
+    assert {first["id"], second["id"]} == set(ids)
+    body = {
+        "jobs": [
+            {"id": first["id"], "token": "garbage", "result": "forged"},
+            {"id": first["id"], "token": first["token"], "result": "real"},
+            {"id": second["id"], "token": first["token"]},
+        ]
+    }
+    answer = service.worker.post("/jobs/complete", json=body)
+    assert answer.json() == {"completed": [False, True, False]}
+    assert service.worker.get(f"/jobs/{first['id']}").json()["result"] == "real"
+    assert service.worker.get(f"/jobs/{second['id']}").json()["state"] == "running"
 
 
 def test_lease_expiry_and_stale_token_refused(service: Service) -> None:
