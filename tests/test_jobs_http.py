@@ -283,13 +283,66 @@ def test_openapi_metrics_and_stats(service: Service) -> None:
     [job] = service.claim("metered")
     service.worker.post(f"/jobs/{job_id}/complete", json={"token": job["token"]})
     schema = httpx.get(f"{service.url}/openapi.json").json()
-    assert schema["openapi"].startswith("3.")
-    assert {"/queues/{queue}/jobs", "/queues/{queue}/claim", "/jobs/{job_id}/complete"} <= set(
-        schema["paths"]
-    )
+    assert schema["openapi"] == "3.1.0"
+    paths = schema["paths"]
+    routes = {(method.upper(), path) for path, ops in paths.items() for method in ops}
+    assert routes == {
+        ("POST", "/queues/{queue}/jobs"),
+        ("POST", "/queues/{queue}/claim"),
+        ("POST", "/jobs/complete"),
+        ("GET", "/jobs/{job_id}"),
+        ("POST", "/jobs/{job_id}/heartbeat"),
+        ("POST", "/jobs/{job_id}/complete"),
+        ("POST", "/jobs/{job_id}/fail"),
+        ("POST", "/jobs/{job_id}/release"),
+        ("GET", "/jobs"),
+        ("GET", "/dead"),
+        ("POST", "/dead/requeue"),
+        ("GET", "/stats"),
+        ("GET", "/throughput"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("GET", "/ui"),
+    }
+    components = schema["components"]["schemas"]
+    claim = components["Claim"]
+    assert claim["additionalProperties"] is False
+    assert claim["properties"]["limit"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1000,
+        "default": 1,
+    }
+    over = service.worker.post("/queues/metered/claim", json={"limit": 1001})
+    assert over.status_code == 400 and "limit" in over.json()["error"]["message"]
+    enqueue = paths["/queues/{queue}/jobs"]["post"]
+    assert {"201", "400", "401", "413", "415"} <= set(enqueue["responses"])
+    assert enqueue["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Enqueue"
+    }
+    [job_id_param, wait] = paths["/jobs/{job_id}"]["get"]["parameters"]
+    assert job_id_param["in"] == "path" and job_id_param["schema"]["type"] == "integer"
+    assert wait["in"] == "query" and wait["schema"]["maximum"] == 86400
+    assert paths["/healthz"]["get"]["security"] == []
+    for ref in _refs(schema):
+        assert ref.removeprefix("#/components/schemas/") in components, ref
     metrics = httpx.get(f"{service.url}/metrics").text
     assert "# TYPE onewriter_jobs gauge" in metrics
     assert 'onewriter_jobs{queue="metered",state="done"} 1' in metrics
     assert "onewriter_jobs_http_requests_total{" in metrics
     stats = service.producer.get("/stats").json()
     assert stats["queues"]["metered"]["done"] == 1
+
+
+def _refs(value: Any) -> Iterator[str]:
+    """Every ``$ref`` in a JSON document."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "$ref":
+                yield item
+            else:
+                yield from _refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _refs(item)
