@@ -331,6 +331,22 @@ def test_openapi_metrics_and_stats(service: Service) -> None:
     assert "# TYPE onewriter_jobs gauge" in metrics
     assert 'onewriter_jobs{queue="metered",state="done"} 1' in metrics
     assert "onewriter_jobs_http_requests_total{" in metrics
+    assert 'onewriter_jobs_handled_total{event="completed"}' in metrics
+
+
+def _healthz_count(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    sample = 'onewriter_jobs_http_requests_total{route="healthz",status="200"} '
+    lines = [line for line in text.splitlines() if line.startswith(sample)]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+def test_a_scrape_sums_the_counters_of_both_worker_processes(service: Service) -> None:
+    before = _healthz_count(service.url)
+    for _ in range(40):  # fresh connections: the kernel hands them to either process
+        assert httpx.get(f"{service.url}/healthz").status_code == 200
+    for _ in range(5):  # whichever process answers the scrape counts them all
+        assert _healthz_count(service.url) == before + 40
     stats = service.producer.get("/stats").json()
     assert stats["queues"]["metered"]["done"] == 1
 

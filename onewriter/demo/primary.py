@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from .._config import Durability
 from .._database import Database, connect
+from .._prometheus import MULTIPROC_ENV, multiprocess_dir
 from .._tables import print_stats
 from .posts import MIGRATIONS, ops
 
@@ -74,6 +75,7 @@ class Primary:
         self.slots = [WorkerSlot(i) for i in range(options.workers)]
         self.stopping = asyncio.Event()
         self.signals = 0
+        self.metrics_dir = ""
 
     def run(self) -> int:
         return asyncio.run(self._main())
@@ -82,7 +84,8 @@ class Primary:
         loop = asyncio.get_running_loop()
         self.db = await loop.run_in_executor(None, self._open_database)
         try:
-            clean = await self._serve()
+            with multiprocess_dir() as self.metrics_dir:
+                clean = await self._serve()
         finally:
             self._close_listeners()
             db, self.db = self.db, None
@@ -216,6 +219,7 @@ class Primary:
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
                 pass_fds=(slot.listener.fileno(), write_end),
+                env={**os.environ, MULTIPROC_ENV: self.metrics_dir},  # one scrape sums all
                 start_new_session=True,  # signals reach workers only through the primary
             )
         except BaseException:

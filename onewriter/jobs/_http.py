@@ -18,12 +18,13 @@ from msgspec import UnsetType
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .._database import connect_async
 from .._errors import BadRequest, OneWriterError
 from .._ops import Ops
+from .._prometheus import CONTENT_TYPE
 from . import _http_models as m
 from ._async_queue import AsyncJobQueue
 from ._http_io import Settings, check_auth, error_response, read_body, reply
@@ -149,7 +150,7 @@ class Service:
 
     async def enqueue(self, request: Request, body: m.Enqueue, query: None) -> Response:
         results = await self.queue.enqueue_many(self.queue_name(request), body.specs())
-        self.metrics.jobs["enqueued"] += sum(r.created for r in results)
+        self.metrics.handled("enqueued", sum(r.created for r in results))
         status = 201 if any(r.created for r in results) else 200
         created = [m.Created(id=r.id, created=r.created) for r in results]
         if isinstance(body.jobs, UnsetType):
@@ -198,7 +199,7 @@ class Service:
             lease=body.lease,
             wait=self.wait_time(body.wait),
         )
-        self.metrics.jobs["claimed"] += len(jobs)
+        self.metrics.handled("claimed", len(jobs))
         return reply({"jobs": [j.to_dict() for j in jobs]})
 
     async def heartbeat(self, request: Request, body: m.Heartbeat, query: None) -> Response:
@@ -208,7 +209,7 @@ class Service:
     async def complete(self, request: Request, body: m.Complete, query: None) -> Response:
         result = json_value(body.result, "result")
         await self.queue.complete(self.job_id(request), body.token, result)
-        self.metrics.jobs["completed"] += 1
+        self.metrics.handled("completed", 1)
         return reply(m.Completed(completed=True))
 
     async def complete_many(self, request: Request, body: m.CompleteMany, query: None) -> Response:
@@ -217,14 +218,14 @@ class Service:
             for i, j in enumerate(body.jobs)
         ]
         held = await self.queue.complete_many(items)
-        self.metrics.jobs["completed"] += sum(held)
+        self.metrics.handled("completed", sum(held))
         return reply(m.CompletedMany(completed=held))
 
     async def fail(self, request: Request, body: m.Fail, query: None) -> Response:
         state = await self.queue.fail(
             self.job_id(request), body.token, body.error or "failed", retry=body.retry
         )
-        self.metrics.jobs["failed"] += 1
+        self.metrics.handled("failed", 1)
         return reply({"state": state})
 
     async def release(self, request: Request, body: m.Release, query: None) -> Response:
@@ -242,8 +243,7 @@ class Service:
             writer = await self.queue.writer_stats()
         except OneWriterError:
             writer = None
-        text = render(stats, writer, self.metrics)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+        return Response(render(stats, writer, self.metrics), media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request, body: None, query: None) -> Response:
         return reply(openapi_schema())
