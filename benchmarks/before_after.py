@@ -4,10 +4,13 @@ the machine's drift hits both alike: the working tree against an earlier commit
 
     python -m benchmarks.before_after stress --before REV   # jobs service, heavy config
     python -m benchmarks.before_after demo --before REV     # demo service, mixed load
+    python -m benchmarks.before_after observe --before REV  # cost of counting a request
 
 ``stress`` runs ``onewriter jobs stress --configs heavy`` (40 workers, 2,000 jobs, two
 HTTP worker processes); ``demo`` starts ``onewriter demo serve --workers 2`` and runs the
-load client (half reads, half writes, 32 connections) for ``--seconds``. Each run is a
+load client (half reads, half writes, 32 connections) for ``--seconds``; ``observe``
+times the per-request counting of both services' metrics (in a process set up as their
+workers are, with a multiprocess directory). Each run is a
 fresh process with ``PYTHONPATH`` set to its tree. Writes the "before-after-KIND"
 section of docs/benchmarks.md.
 """
@@ -18,6 +21,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,6 +54,29 @@ print("FIGURES " + json.dumps({"req/s": s["total"]["throughput"],
 """
 
 
+_OBSERVE = """
+import json, time
+from onewriter.demo.metrics import RequestCounts
+from onewriter.jobs._metrics import HttpMetrics
+
+def per_call_us(fn):
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for i in range(20000):
+            fn(i)
+        best = min(best, (time.perf_counter() - started) / 20000 * 1e6)
+    return best
+
+demo, jobs = RequestCounts(), HttpMetrics()
+routes = ["/posts", "/posts/{id}", "/healthz"]
+print("FIGURES " + json.dumps({
+    "demo µs": per_call_us(lambda i: demo.add("GET", routes[i % 3], 200, 0.001)),
+    "jobs µs": per_call_us(lambda i: jobs.observe(routes[i % 3], 200, 0.001)),
+}))
+"""
+
+
 def export(rev: str, into: Path) -> Path:
     """The tree of ``rev`` under ``into``."""
     archive = subprocess.run(
@@ -62,6 +89,21 @@ def export(rev: str, into: Path) -> Path:
 
 def run_once(kind: str, tree: Path, seconds: float) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    if kind == "observe":
+        scratch = tempfile.mkdtemp(prefix="ow-observe-")
+        env["PROMETHEUS_MULTIPROC_DIR"] = scratch
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", _OBSERVE],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            ).stdout
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return _figures(out)
     if kind == "stress":
         command = [sys.executable, "-m", "onewriter.cli", "jobs", "stress"]
         command += ["--configs", "heavy", "--json"]
@@ -70,6 +112,10 @@ def run_once(kind: str, tree: Path, seconds: float) -> dict[str, float]:
     out = subprocess.run(
         command, cwd=tree, env=env, check=True, capture_output=True, text=True, timeout=600
     ).stdout
+    return _figures(out)
+
+
+def _figures(out: str) -> dict[str, float]:
     for line in out.splitlines():
         if line.startswith("RESULTS "):
             [result] = json.loads(line[len("RESULTS ") :])
@@ -77,12 +123,12 @@ def run_once(kind: str, tree: Path, seconds: float) -> dict[str, float]:
         if line.startswith("FIGURES "):
             figures: dict[str, float] = json.loads(line[len("FIGURES ") :])
             return figures
-    raise RuntimeError(f"no figures in the output of {shlex.join(command[:4])}")
+    raise RuntimeError(f"no figures in the output: {out[-500:]}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["stress", "demo"])
+    parser.add_argument("kind", choices=["stress", "demo", "observe"])
     parser.add_argument("--before", required=True, help="the earlier commit")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="demo load per run")
@@ -111,17 +157,24 @@ def main() -> None:
         f"{b[main_key]:,.0f} / {a[main_key]:,.0f}"
         for b, a in zip(runs["before"], runs["after"], strict=True)
     )
-    what = (
-        "the jobs service, the stress harness's heavy configuration"
-        if args.kind == "stress"
-        else f"the demo service (2 workers), mixed load for {args.seconds:g} s"
-    )
+    what = {
+        "stress": "the jobs service, the stress harness's heavy configuration",
+        "demo": f"the demo service (2 workers), mixed load for {args.seconds:g} s",
+        "observe": "counting one request in a worker process (best of 5 x 20,000 calls)",
+    }[args.kind]
     body = (
         f"{what}; medians of {args.rounds} interleaved rounds, before = `{args.before}`.\n"
         f"{main_key} per round (before / after): {rounds}.\n\n```\n{table}\n```\n"
     )
     command = shlex.join(["python", "-m", "benchmarks.before_after", *sys.argv[1:]])
-    title = f"Before and after: {'jobs HTTP stress' if args.kind == 'stress' else 'demo load'}"
+    title = (
+        "Before and after: "
+        + {
+            "stress": "jobs HTTP stress",
+            "demo": "demo load",
+            "observe": "metrics, cost per request",
+        }[args.kind]
+    )
     _report.update_section(f"before-after-{args.kind}", title, command, body)
 
 
