@@ -327,11 +327,19 @@ def test_openapi_metrics_and_stats(service: Service) -> None:
     assert paths["/healthz"]["get"]["security"] == []
     for ref in _refs(schema):
         assert ref.removeprefix("#/components/schemas/") in components, ref
-    metrics = httpx.get(f"{service.url}/metrics").text
+    metrics = _scrape_until(service.url, 'onewriter_jobs_handled_total{event="completed"}')
     assert "# TYPE onewriter_jobs gauge" in metrics
-    assert 'onewriter_jobs{queue="metered",state="done"} 1' in metrics
-    assert "onewriter_jobs_http_requests_total{" in metrics
-    assert 'onewriter_jobs_handled_total{event="completed"}' in metrics
+    assert 'onewriter_jobs{queue="metered",state="done"} 1.0' in metrics
+    assert 'onewriter_jobs_http_requests_total{route="complete",status="200"}' in metrics
+
+
+def _scrape_until(url: str, needle: str) -> str:
+    """A scrape showing ``needle`` (each process flushes its counts every second)."""
+    deadline = time.monotonic() + 30
+    while needle not in (text := httpx.get(f"{url}/metrics").text):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
+    return text
 
 
 def _healthz_count(url: str) -> float:
@@ -345,6 +353,10 @@ def test_a_scrape_sums_the_counters_of_both_worker_processes(service: Service) -
     before = _healthz_count(service.url)
     for _ in range(40):  # fresh connections: the kernel hands them to either process
         assert httpx.get(f"{service.url}/healthz").status_code == 200
+    deadline = time.monotonic() + 30  # each process flushes its counts every second
+    while (count := _healthz_count(service.url)) < before + 40:
+        assert time.monotonic() < deadline, count
+        time.sleep(0.1)
     for _ in range(5):  # whichever process answers the scrape counts them all
         assert _healthz_count(service.url) == before + 40
     stats = service.producer.get("/stats").json()

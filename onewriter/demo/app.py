@@ -216,7 +216,8 @@ def create_app(open_store: Callable[[], Store]) -> Starlette:
         app.state.store = store
         counts.mode = store.mode
         try:
-            yield
+            async with counts.counters.flushing():
+                yield
         finally:
             await store.close()
 

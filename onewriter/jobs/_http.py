@@ -94,7 +94,7 @@ class Service:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        async with self.open_store() as store:
+        async with self.open_store() as store, self.metrics.counters.flushing():
             await store.setup()
             self._queue = store
             if self.on_ready is not None:

@@ -38,7 +38,8 @@ Wait = Annotated[
     float, Meta(ge=0, le=86400, description="seconds to long-poll (capped by the server)")
 ]
 Limit = Annotated[int, Meta(ge=1, le=1000)]
-Result = Annotated[Raw, Meta(description="any JSON value")]
+#: A payload or result: kept raw while the body is decoded, see :func:`json_value`.
+JsonValue = Annotated[Raw, Meta(description="any JSON value")]
 
 
 def _null() -> Raw:
@@ -82,13 +83,13 @@ class JobOptions(_Body):
 class NewJobBody(JobOptions, kw_only=True):
     """One job of a batch."""
 
-    payload: Annotated[Raw, Meta(description="any JSON value")]
+    payload: JsonValue
 
 
 class Enqueue(JobOptions):
     """One job (a payload and its options), or a batch: ``{"jobs": [...]}`` alone."""
 
-    payload: Annotated[Raw, Meta(description="any JSON value")] | UnsetType = UNSET
+    payload: JsonValue | UnsetType = UNSET
     jobs: Annotated[list[NewJobBody], Meta(min_length=1, max_length=10_000)] | UnsetType = UNSET
 
     def specs(self) -> list[NewJob]:
@@ -118,13 +119,13 @@ class Heartbeat(_Body):
 
 class Complete(_Body):
     token: Token
-    result: Result = msgspec.field(default_factory=_null)
+    result: JsonValue = msgspec.field(default_factory=_null)
 
 
 class CompleteItem(_Body):
     id: JobId
     token: Token
-    result: Result = msgspec.field(default_factory=_null)
+    result: JsonValue = msgspec.field(default_factory=_null)
 
 
 class CompleteMany(_Body):
