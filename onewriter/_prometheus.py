@@ -89,10 +89,11 @@ class LabelledCounter:
 
     def __init__(self, metric: Counter) -> None:
         self._metric = metric
-        self._children: dict[tuple[str, ...], Any] = {}
-        self._pending: dict[tuple[str, ...], float] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._pending: dict[tuple[Any, ...], float] = {}
 
-    def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
+    def inc(self, labels: tuple[Any, ...], amount: float = 1.0) -> None:
+        """Count ``amount`` for ``labels`` (any values; made strings when flushed)."""
         self._pending[labels] = self._pending.get(labels, 0.0) + amount
 
     def flush(self) -> None:
@@ -100,7 +101,7 @@ class LabelledCounter:
         for labels, amount in pending.items():
             child = self._children.get(labels)
             if child is None:
-                child = self._children[labels] = self._metric.labels(*labels)
+                child = self._children[labels] = self._metric.labels(*map(str, labels))
             child.inc(amount)
 
 

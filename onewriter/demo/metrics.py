@@ -53,7 +53,7 @@ class RequestCounts:
         )
 
     def add(self, method: str, route: str, status: int, seconds: float) -> None:
-        self._requests.inc((self.mode, method, route, str(status)))
+        self._requests.inc((self.mode, method, route, status))
         self._seconds.inc((self.mode, method, route), seconds)
 
 

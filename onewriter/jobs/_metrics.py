@@ -33,7 +33,7 @@ class HttpMetrics:
         )
 
     def observe(self, route: str, status: int, seconds: float) -> None:
-        self._requests.inc((route, str(status)))
+        self._requests.inc((route, status))
         self._seconds.inc((route,), seconds)
 
     def handled(self, event: str, count: int = 1) -> None:
