@@ -1,10 +1,11 @@
 """The same load on two versions of the code, rounds interleaved (A, B, A, B, ...) so that
 the machine's drift hits both alike: the working tree against an earlier commit
-(exported with ``git archive`` into a temporary directory, never checked out).
+(exported with ``git archive`` into a temporary directory, never checked out). Not one
+of ``scripts/bench``'s standing benchmarks: it needs the commit to compare with.
 
-    python -m benchmarks.before_after stress --before REV   # jobs service, heavy config
-    python -m benchmarks.before_after demo --before REV     # demo service, mixed load
-    python -m benchmarks.before_after observe --before REV  # cost of counting a request
+    python -m benchmarks._before_after stress --before REV   # jobs service, heavy config
+    python -m benchmarks._before_after demo --before REV     # demo service, mixed load
+    python -m benchmarks._before_after observe --before REV  # cost of counting a request
 
 ``stress`` runs ``onewriter jobs stress --configs heavy`` (40 workers, 2,000 jobs, two
 HTTP worker processes); ``demo`` starts ``onewriter demo serve --workers 2`` and runs the
@@ -134,6 +135,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="demo load per run")
     args = parser.parse_args()
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ow-before-") as tmp:
         trees = {"before": export(args.before, Path(tmp)), "after": ROOT}
         for round_ in range(args.rounds):
@@ -154,7 +156,7 @@ def main() -> None:
     table = format_table(["version", *keys], rows)
     print(table)
     rounds = "; ".join(
-        f"{b[main_key]:,.0f} / {a[main_key]:,.0f}"
+        f"{b[main_key]:,.2f} / {a[main_key]:,.2f}"
         for b, a in zip(runs["before"], runs["after"], strict=True)
     )
     what = {
@@ -162,11 +164,13 @@ def main() -> None:
         "demo": f"the demo service (2 workers), mixed load for {args.seconds:g} s",
         "observe": "counting one request in a worker process (best of 5 x 20,000 calls)",
     }[args.kind]
+    lower = " (lower is better)" if args.kind == "observe" else ""
     body = (
-        f"{what}; medians of {args.rounds} interleaved rounds, before = `{args.before}`.\n"
-        f"{main_key} per round (before / after): {rounds}.\n\n```\n{table}\n```\n"
+        f"{what}; medians of {args.rounds} interleaved rounds, before = `{args.before}`; "
+        f"load average {load:.1f} when it started (the machine is shared).\n"
+        f"{main_key}{lower} per round (before / after): {rounds}.\n\n```\n{table}\n```\n"
     )
-    command = shlex.join(["python", "-m", "benchmarks.before_after", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "benchmarks._before_after", *sys.argv[1:]])
     title = (
         "Before and after: "
         + {
