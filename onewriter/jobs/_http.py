@@ -28,7 +28,7 @@ from .._prometheus import CONTENT_TYPE
 from . import _http_models as m
 from ._async_queue import AsyncJobQueue
 from ._http_io import Settings, check_auth, error_response, read_body, reply
-from ._http_models import convert, decode, json_value
+from ._http_models import convert, decode
 from ._metrics import HttpMetrics, render
 from ._model import Job
 from ._openapi import ENDPOINTS, Endpoint, openapi_schema
@@ -207,17 +207,12 @@ class Service:
         return reply(m.LeaseUntil(lease_until=until))
 
     async def complete(self, request: Request, body: m.Complete, query: None) -> Response:
-        result = json_value(body.result, "result")
-        await self.queue.complete(self.job_id(request), body.token, result)
+        await self.queue.complete(self.job_id(request), body.token, body.result)
         self.metrics.handled("completed", 1)
         return reply(m.Completed(completed=True))
 
     async def complete_many(self, request: Request, body: m.CompleteMany, query: None) -> Response:
-        items = [
-            (j.id, j.token, json_value(j.result, f"jobs[{i}].result"))
-            for i, j in enumerate(body.jobs)
-        ]
-        held = await self.queue.complete_many(items)
+        held = await self.queue.complete_many([(j.id, j.token, j.result) for j in body.jobs])
         self.metrics.handled("completed", sum(held))
         return reply(m.CompletedMany(completed=held))
 

@@ -8,7 +8,7 @@ strings short enough to index.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
@@ -23,13 +23,9 @@ _I63 = 2**63 - 1
 JobId = Annotated[int, Meta(ge=1, le=_I63, description="a job's id")]
 Priority = Annotated[int, Meta(ge=-(2**62) + 1, le=2**62 - 1, description="higher runs first")]
 Seconds = Annotated[float, Meta(ge=0, le=1e10)]
-#: No NUL in stored text: PostgreSQL's text cannot hold one.
-_NO_NUL = "^[^\x00]*$"
-Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
-Key = Annotated[str, Meta(min_length=1, max_length=1000, pattern=_NO_NUL)]
-Token = Annotated[
-    str, Meta(max_length=200, pattern=_NO_NUL, description="the lease token from the claim")
-]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Key = Annotated[str, Meta(min_length=1, max_length=1000)]
+Token = Annotated[str, Meta(max_length=200, description="the lease token from the claim")]
 Names = Annotated[list[Name], Meta(max_length=100)]
 Lease = Annotated[
     float, Meta(gt=0, le=86400, description="seconds the lease lasts (at most a day)")
@@ -38,16 +34,19 @@ Wait = Annotated[
     float, Meta(ge=0, le=86400, description="seconds to long-poll (capped by the server)")
 ]
 Limit = Annotated[int, Meta(ge=1, le=1000)]
-#: A payload or result: kept raw while the body is decoded, see :func:`json_value`.
+#: A payload: kept raw while the body is decoded, see :func:`json_value`.
 JsonValue = Annotated[Raw, Meta(description="any JSON value")]
-
-
-def _null() -> Raw:
-    return Raw(b"null")
 
 
 class _Body(Struct, kw_only=True, forbid_unknown_fields=True):
     """A request body: unknown fields are refused, not ignored."""
+
+    #: Fields holding any JSON (a NUL in their strings is stored escaped, and allowed).
+    free_json: ClassVar[frozenset[str]] = frozenset({"payload", "result"})
+
+    def json_values(self) -> list[Any]:
+        """Its values of any JSON, decoded with it (their depth checked by :func:`decode`)."""
+        return []
 
 
 class JobOptions(_Body):
@@ -105,7 +104,7 @@ class Enqueue(JobOptions):
 class Claim(_Body):
     """Lease up to ``limit`` jobs of the queue; ``wait`` long-polls for the first."""
 
-    worker: Annotated[str, Meta(max_length=200, pattern=_NO_NUL)] | None = None
+    worker: Annotated[str, Meta(max_length=200)] | None = None
     capabilities: Names = []
     limit: Limit = 1
     lease: Lease = DEFAULT_LEASE
@@ -119,13 +118,16 @@ class Heartbeat(_Body):
 
 class Complete(_Body):
     token: Token
-    result: JsonValue = msgspec.field(default_factory=_null)
+    result: Annotated[Any, Meta(description="any JSON value")] = None
+
+    def json_values(self) -> list[Any]:
+        return [self.result]
 
 
 class CompleteItem(_Body):
     id: JobId
     token: Token
-    result: JsonValue = msgspec.field(default_factory=_null)
+    result: Annotated[Any, Meta(description="any JSON value")] = None
 
 
 class CompleteMany(_Body):
@@ -133,12 +135,13 @@ class CompleteMany(_Body):
 
     jobs: Annotated[list[CompleteItem], Meta(max_length=10_000)]
 
+    def json_values(self) -> list[Any]:
+        return [job.result for job in self.jobs]
+
 
 class Fail(_Body):
     token: Token
-    error: Annotated[
-        str, Meta(max_length=100_000, pattern=_NO_NUL, description="kept to 4000 chars")
-    ] = ""
+    error: Annotated[str, Meta(max_length=100_000, description="kept to 4000 chars")] = ""
     retry: bool = True
 
 
@@ -228,22 +231,30 @@ class Error(Struct):
     error: ErrorDetail
 
 
+def _deep(data: bytes) -> bool:
+    """Whether JSON ``data`` might nest past :data:`MAX_DEPTH`: the cheap bound (strings
+    may hold brackets too), before walking anything."""
+    return data.count(b"[") + data.count(b"{") > MAX_DEPTH
+
+
 def json_value(raw: Raw, what: str) -> Any:
-    """The value of a payload or result, ``BAD_REQUEST`` past :data:`MAX_DEPTH` nested
-    arrays/objects. Bodies were decoded with these left raw: counting brackets is the
-    cheap bound (strings may hold some), the decoded value is walked only past it."""
+    """The value of a payload, ``BAD_REQUEST`` past :data:`MAX_DEPTH` nested arrays and
+    objects. Payloads are left raw while their body is decoded so that, in a batch, only
+    a payload with many brackets is walked."""
     text = bytes(raw)
     try:  # left raw, the value's UTF-8 and numbers are checked only now
         value = msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"{what} is not valid JSON: {exc}") from None
-    if text.count(b"[") + text.count(b"{") > MAX_DEPTH:
-        _check_depth(value, what)
+    if _deep(text):
+        _check_depth([value], what)
     return value
 
 
-def _check_depth(value: Any, what: str) -> None:
-    level = [value]
+def _check_depth(values: list[Any], what: str) -> None:
+    """``BAD_REQUEST`` if one of ``values`` nests past :data:`MAX_DEPTH` (walked level by
+    level, all together: no recursion, one pass per level)."""
+    level = values
     for _ in range(MAX_DEPTH):
         level = [
             child
@@ -257,19 +268,48 @@ def _check_depth(value: Any, what: str) -> None:
 
 
 def decode(data: bytes, model: type[Any]) -> Any:
-    """``data`` (JSON) as ``model``; ``BAD_REQUEST`` naming the first wrong field."""
+    """``data`` (JSON) as ``model``; ``BAD_REQUEST`` naming the first wrong field, or
+    for a value of any JSON nested past :data:`MAX_DEPTH`."""
     try:
-        return msgspec.json.decode(data, type=model)
+        value = msgspec.json.decode(data, type=model)
     except msgspec.ValidationError as exc:
         raise BadRequest(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels") from None
+    if isinstance(value, _Body):
+        if _deep(data):
+            _check_depth(value.json_values(), "a result")
+        if b"\\u0000" in data and _holds_nul(value):  # JSON can only spell NUL so
+            raise BadRequest(_NUL)
+    return value
+
+
+#: Text fields, queue names and query values may not hold NUL: PostgreSQL's text cannot
+#: (checked in Python, and only when the body spells one: a pattern would cost every
+#: string of every request a regular-expression match).
+_NUL = "text fields may not contain NUL (\\u0000)"
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    if isinstance(value, _Body):
+        return any(
+            _holds_nul(getattr(value, name))
+            for name in value.__struct_fields__
+            if name not in value.free_json
+        )
+    return False
 
 
 def convert(values: dict[str, str], model: type[Any]) -> Any:
     """Query-string ``values`` as ``model`` (numbers parsed, then range-checked)."""
+    if any("\x00" in value for value in values.values()):
+        raise BadRequest(_NUL)
     try:
         return msgspec.convert(values, type=model, strict=False)
     except msgspec.ValidationError as exc:
