@@ -93,18 +93,22 @@ class Calls:
         return until
 
     @staticmethod
-    def complete_call(items: Iterable[tuple[int, str, Any]]) -> tuple[Call, list[int]]:
+    def complete_call(
+        items: Iterable[tuple[int, str, Any]],
+    ) -> tuple[Call, list[tuple[int, str]]]:
         chosen = list(items)
         encoded = [
             [job_id, token, None if result is None else encode_value(result, "result", None)]
             for job_id, token, result in chosen
         ]
-        return (ops.jobs_complete, {"items": dumps(encoded)}), [item[0] for item in chosen]
+        pairs = [(job_id, token) for job_id, token, _ in chosen]
+        return (ops.jobs_complete, {"items": dumps(encoded)}), pairs
 
     @staticmethod
-    def completed(ids: list[int], held: list[int]) -> list[bool]:
-        done = set(held)
-        return [job_id in done for job_id in ids]
+    def completed(pairs: list[tuple[int, str]], held: list[list[Any]]) -> list[bool]:
+        """For each ``(id, token)`` pair, whether that token held its job."""
+        done = {(job_id, token) for job_id, token in held}
+        return [pair in done for pair in pairs]
 
     @staticmethod
     def fail_call(job_id: int, token: str, error: str, retry: bool) -> Call:

@@ -18,3 +18,10 @@ class JobNotFound(OneWriterError):
 
     code = "NOT_FOUND"
     http_status = 404
+
+
+class UnsupportedMediaType(OneWriterError):
+    """The HTTP service reads JSON bodies only (``Content-Type: application/json``)."""
+
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    http_status = 415

@@ -145,10 +145,13 @@ def jobs_heartbeat(conn: sqlite3.Connection, id: int, token: str, lease: float) 
 
 
 @jobs_ops.register
-def jobs_complete(conn: sqlite3.Connection, items: str) -> list[int]:
+def jobs_complete(conn: sqlite3.Connection, items: str) -> list[list[Any]]:
     """Mark jobs done: ``items`` is a JSON array of ``[id, token, result_json]``. Returns
-    the ids whose token still held."""
-    return [row[0] for row in conn.execute(sql.COMPLETE, {"items": items, "now": time.time()})]
+    the ``[id, token]`` pairs whose token still held."""
+    held = [[row[0], row[1]] for row in conn.execute(sql.COMPLETE_HELD, {"items": items})]
+    if held:
+        conn.execute(sql.COMPLETE, {"items": items, "now": time.time()})
+    return held
 
 
 @jobs_ops.register

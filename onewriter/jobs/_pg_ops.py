@@ -143,15 +143,17 @@ def heartbeat(id: int, token: str, lease: float) -> Steps[float | None]:
     return None if not result.rows else float(result.rows[0][0])
 
 
-def complete(items: str) -> Steps[list[int]]:
-    """``items`` is a JSON array of ``[id, token, result_json]``; the ids that were held."""
+def complete(items: str) -> Steps[list[list[Any]]]:
+    """``items`` is a JSON array of ``[id, token, result_json]``; the ``[id, token]``
+    pairs whose token held."""
     decoded = json.loads(items)
     params = {
         "ids": [item[0] for item in decoded],
         "tokens": [item[1] for item in decoded],
         "results": [item[2] for item in decoded],
     }
-    return [row[0] for row in (yield Statement(sql.COMPLETE, params, alone=True)).rows]
+    rows = (yield Statement(sql.COMPLETE, params, alone=True)).rows
+    return [[row[0], row[1]] for row in rows]
 
 
 def fail(id: int, token: str, error: str, retry: bool) -> Steps[list[Any] | None]:

@@ -199,13 +199,13 @@ WHERE id = %(id)s AND token = %(token)s AND state = 'running'
 RETURNING lease_until
 """
 
-#: ``ids``, ``tokens`` and ``results`` side by side; the ids that were held.
+#: ``ids``, ``tokens`` and ``results`` side by side; the ``(id, token)`` pairs that held.
 COMPLETE = f"""
 UPDATE onewriter_jobs AS j
 SET state = 'done', result = i.result, finished_at = {_NOW}, token = NULL, lease_until = NULL
 FROM unnest(%(ids)s::bigint[], %(tokens)s::text[], %(results)s::text[]) AS i(id, token, result)
 WHERE j.id = i.id AND j.token = i.token AND j.state = 'running'
-RETURNING j.id
+RETURNING j.id, i.token
 """
 
 FAIL = f"""

@@ -12,13 +12,14 @@ from typing import Any
 import httpx
 
 from .._errors import ERRORS_BY_CODE, OneWriterError, WriterUnavailable
-from ._errors import JobNotFound, LeaseLost
+from ._errors import JobNotFound, LeaseLost, UnsupportedMediaType
 from ._model import DEFAULT_LEASE, Enqueued, Job, NewJob, State
 
 _CODES: dict[str, type[OneWriterError]] = {
     **ERRORS_BY_CODE,
     LeaseLost.code: LeaseLost,
     JobNotFound.code: JobNotFound,
+    UnsupportedMediaType.code: UnsupportedMediaType,
 }
 
 

@@ -116,7 +116,18 @@ WHERE id = :id AND token = :token AND state = 'running'
 RETURNING lease_until
 """
 
-#: ``:items`` is a JSON array of ``[id, token, result_text]``; the ids that were held.
+#: The ``[id, token]`` pairs of ``:items`` whose token holds its running job (read before
+#: :data:`COMPLETE`, which cannot return its ``FROM`` table's token).
+COMPLETE_HELD = """
+SELECT DISTINCT j.id, j.token
+FROM json_each(:items) AS i
+JOIN onewriter_jobs AS j
+  ON j.id = json_extract(i.value, '$[0]')
+  AND j.token = json_extract(i.value, '$[1]')
+  AND j.state = 'running'
+"""
+
+#: ``:items`` is a JSON array of ``[id, token, result_text]``.
 COMPLETE = """
 UPDATE onewriter_jobs
 SET state = 'done', result = json_extract(i.value, '$[2]'), finished_at = :now,
