@@ -8,7 +8,6 @@ import sqlite3 as stdlib_sqlite3
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,6 @@ from helpers import PYTHON, Children
 from sqlalchemy import ForeignKey, String, create_engine, event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
-
-import onewriter.dbapi
 
 WORKERS = 3
 ITERATIONS = 25
@@ -65,12 +62,6 @@ def serializable(engine: Engine) -> Engine:
         connection.exec_driver_sql("BEGIN")
 
     return engine
-
-
-@pytest.fixture(autouse=True)
-def _close_shared() -> Iterator[None]:
-    yield
-    onewriter.dbapi.close_all()
 
 
 def test_core_and_orm_in_one_process(db_path: str) -> None:
