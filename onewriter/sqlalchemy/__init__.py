@@ -35,6 +35,11 @@ class OneWriterDialect(SQLiteDialect_pysqlite):
 
         return onewriter.dbapi
 
+    @classmethod
+    def load_provisioning(cls) -> None:
+        """SQLAlchemy's test suite sets this dialect up as SQLite's (attached schemas)."""
+        import sqlalchemy.dialects.sqlite.provision  # noqa: F401
+
     def get_table_names(
         self,
         connection: Any,
