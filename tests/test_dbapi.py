@@ -121,6 +121,7 @@ def test_prepared_statement_call_and_shared_cache_are_the_standard_module_s(
     for c in (conn, plain):
         with pytest.raises(TypeError):
             c()  # Connection.__call__ wants the SQL, as the standard module's does
+    assert type(conn("SELECT 1")) is type(plain("SELECT 1"))  # a prepared statement
     with pytest.warns(DeprecationWarning):
         sqlite3.enable_shared_cache(False)
     conn.close()

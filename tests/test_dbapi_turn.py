@@ -189,3 +189,27 @@ def test_another_process_waits_for_the_turn_and_a_killed_holder_frees_it(
     assert 0.2 < time.monotonic() - started < 5
     assert waiter.execute("SELECT a FROM t ORDER BY a").fetchall() == [(1,), (2,), (3,)]
     waiter.close()
+
+
+def test_statements_with_parameters_are_classified_once(conn: sqlite3.Connection) -> None:
+    """The EXPLAIN that tells a write binds NULLs: adapters are not called for it, and
+    its answer is kept for the statement's text."""
+    from onewriter.dbapi import _classify
+
+    adapted: list[object] = []
+
+    class Point:
+        def __conform__(self, protocol: object) -> str:
+            adapted.append(self)
+            return "1;2"
+
+    select = "SELECT a FROM t WHERE a = ? OR a = ?"
+    named = "SELECT a FROM t WHERE a = :x"
+    conn.execute(select, (Point(), 2)).fetchall()
+    conn.execute(named, {"x": 1}).fetchall()
+    assert len(adapted) == 1
+    assert _classify._cache[select] is _classify.Kind.READ
+    assert _classify._cache[named] is _classify.Kind.READ
+    conn.execute("UPDATE t SET a = ? WHERE a = ?", (1, 2))
+    assert holds(conn)
+    conn.rollback()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import enum
 import sqlite3
 import threading
+from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -35,22 +37,25 @@ _WRITING_OPCODES = frozenset({"Checkpoint", "Vacuum", "JournalMode", "VUpdate", 
 #: values in their text would otherwise grow it without end).
 _CACHE_LIMIT = 4096
 
+#: Named parameters, all NULL.
+_NULLS_BY_NAME: defaultdict[str, None] = defaultdict(lambda: None)
+
 _cache: dict[str, Kind] = {}
 _cache_lock = threading.Lock()
 
 
-def kind_of(conn: sqlite3.Connection, sql: str, trace: Any = None) -> Kind:
-    """The kind of ``sql`` on ``conn``: from the cache, or from its ``EXPLAIN`` (hidden
-    from the application's trace callback ``trace``)."""
+def kind_of(conn: sqlite3.Connection, sql: str, params: Any, trace: Any = None) -> Kind:
+    """The kind of ``sql`` (run with ``params``) on ``conn``: from the cache, or from its
+    ``EXPLAIN`` (hidden from the application's trace callback ``trace``)."""
     kind = _cache.get(sql)
     if kind is not None:
         return kind
     if trace is None:
-        program = _explain(conn, sql)
+        program = _explain(conn, sql, params)
     else:
         sqlite3.Connection.set_trace_callback(conn, None)
         try:
-            program = _explain(conn, sql)
+            program = _explain(conn, sql, params)
         finally:
             sqlite3.Connection.set_trace_callback(conn, trace)
     if program is None:
@@ -63,16 +68,25 @@ def kind_of(conn: sqlite3.Connection, sql: str, trace: Any = None) -> Kind:
     return kind
 
 
-def _explain(conn: sqlite3.Connection, sql: str) -> list[tuple[Any, ...]] | None:
+def _explain(conn: sqlite3.Connection, sql: str, params: Any) -> list[tuple[Any, ...]] | None:
     """The program of ``sql``, read on ``conn`` itself (its TEMP schema, attached
-    databases and functions count) without the application's factories."""
+    databases and functions count) without the application's factories. NULLs stand
+    in for the parameters: the program does not depend on their values, and the
+    application's adapters are not called twice."""
+    if isinstance(params, Mapping):
+        nulls: Any = _NULLS_BY_NAME
+    else:
+        try:
+            nulls = (None,) * len(params)
+        except TypeError:
+            nulls = ()
     text_factory = conn.text_factory
     conn.text_factory = str
     try:
         cursor = sqlite3.Cursor(conn)
         cursor.row_factory = None
         try:
-            return sqlite3.Cursor.execute(cursor, _EXPLAIN + sql).fetchall()
+            return sqlite3.Cursor.execute(cursor, _EXPLAIN + sql, nulls).fetchall()
         finally:
             cursor.close()
     except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError):

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
+from .. import _fork
 from .._turn import Hold, TurnTimeout, WriteTurn
 from ._classify import BEGIN_IMMEDIATE, Kind, kind_of
 from ._errors import TransactionTimeout, TurnBusy
@@ -38,7 +38,7 @@ _stranded_lock = threading.Lock()
 class Gate:
     """Takes and gives back the write turn for one connection."""
 
-    __slots__ = ("_conn", "hold", "limit", "pid", "thread", "timeout", "turn")
+    __slots__ = ("_conn", "forks", "hold", "limit", "thread", "timeout", "turn")
 
     def __init__(
         self, conn: sqlite3.Connection, turn: WriteTurn, timeout: float, limit: float
@@ -49,7 +49,7 @@ class Gate:
         self.limit = limit
         self.hold: Hold | None = None
         self.thread = 0
-        self.pid = 0
+        self.forks = 0
 
     # -- statements ----------------------------------------------------------------
 
@@ -79,7 +79,10 @@ class Gate:
         if type(sql) is not str:
             runner(cursor, sql, params)  # the standard module's TypeError
             return False
-        kind = kind_of(conn, sql, trace)
+        if runner is sqlite3.Cursor.executemany:
+            kind = Kind.WRITE  # only DML may run many times: it writes
+        else:
+            kind = kind_of(conn, sql, params, trace)
         if kind is Kind.READ:
             runner(cursor, sql, params)
             return False
@@ -130,7 +133,7 @@ class Gate:
             raise TurnBusy(f"database is locked: {exc.message}") from None
         self.hold = hold
         self.thread = threading.get_ident()
-        self.pid = os.getpid()
+        self.forks = _fork.generation()
         return hold
 
     def settle(self, conn: sqlite3.Connection) -> None:
@@ -146,7 +149,7 @@ class Gate:
 
     def release(self) -> None:
         hold, self.hold = self.hold, None
-        if hold is None or self.pid != os.getpid():
+        if hold is None or self.forks != _fork.generation():
             return  # nothing held, or the parent's hold (a forked child holds nothing)
         if self.thread == threading.get_ident():
             self.turn.release()
