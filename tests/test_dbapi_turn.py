@@ -208,8 +208,8 @@ def test_statements_with_parameters_are_classified_once(conn: sqlite3.Connection
     conn.execute(select, (Point(), 2)).fetchall()
     conn.execute(named, {"x": 1}).fetchall()
     assert len(adapted) == 1
-    assert _classify._cache[select] is _classify.Kind.READ
-    assert _classify._cache[named] is _classify.Kind.READ
+    assert _classify.known[select] is _classify.Kind.READ
+    assert _classify.known[named] is _classify.Kind.READ
     conn.execute("UPDATE t SET a = ? WHERE a = ?", (1, 2))
     assert holds(conn)
     conn.rollback()

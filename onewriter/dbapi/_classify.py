@@ -40,14 +40,15 @@ _CACHE_LIMIT = 4096
 #: Named parameters, all NULL.
 _NULLS_BY_NAME: defaultdict[str, None] = defaultdict(lambda: None)
 
-_cache: dict[str, Kind] = {}
-_cache_lock = threading.Lock()
+#: Statement text -> its kind (read lock-free by the gate on every statement).
+known: dict[str, Kind] = {}
+_known_lock = threading.Lock()
 
 
 def kind_of(conn: sqlite3.Connection, sql: str, params: Any, trace: Any = None) -> Kind:
     """The kind of ``sql`` (run with ``params``) on ``conn``: from the cache, or from its
     ``EXPLAIN`` (hidden from the application's trace callback ``trace``)."""
-    kind = _cache.get(sql)
+    kind = known.get(sql)
     if kind is not None:
         return kind
     if trace is None:
@@ -61,10 +62,10 @@ def kind_of(conn: sqlite3.Connection, sql: str, params: Any, trace: Any = None) 
     if program is None:
         return Kind.WRITE  # it did not prepare: it fails when run; safe either way
     kind = _kind_of_program(program)
-    with _cache_lock:
-        if len(_cache) >= _CACHE_LIMIT:
-            _cache.clear()
-        _cache[sql] = kind
+    with _known_lock:
+        if len(known) >= _CACHE_LIMIT:
+            known.clear()
+        known[sql] = kind
     return kind
 
 

@@ -20,13 +20,15 @@ from typing import Any
 
 from .. import _fork
 from .._turn import Hold, TurnTimeout, WriteTurn
-from ._classify import BEGIN_IMMEDIATE, Kind, kind_of
+from ._classify import BEGIN_IMMEDIATE, Kind, kind_of, known
 from ._errors import TransactionTimeout, TurnBusy
 
 log = logging.getLogger("onewriter.dbapi")
 
 #: A statement runner: ``sqlite3.Cursor.execute`` or ``executemany``.
 Runner = Callable[[sqlite3.Cursor, str, Any], Any]
+
+_EXECUTEMANY = sqlite3.Cursor.executemany
 
 #: Holds whose connection ended its transaction on another thread than the one that
 #: took the turn (a robust mutex is given back by its owner): (turn, thread) -> count,
@@ -79,10 +81,10 @@ class Gate:
         if type(sql) is not str:
             runner(cursor, sql, params)  # the standard module's TypeError
             return False
-        if runner is sqlite3.Cursor.executemany:
+        if runner is _EXECUTEMANY:
             kind = Kind.WRITE  # only DML may run many times: it writes
         else:
-            kind = kind_of(conn, sql, params, trace)
+            kind = known.get(sql) or kind_of(conn, sql, params, trace)
         if kind is Kind.READ:
             runner(cursor, sql, params)
             return False
