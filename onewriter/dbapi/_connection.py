@@ -23,12 +23,16 @@ from typing import Any
 from .._config import Config
 from .._database import Database
 from .._turn import turn_for
+from ._classify import Kind, known
 from ._cursor import Cursor
 from ._errors import NotSupportedError
 from ._gate import Gate
 
 log = logging.getLogger("onewriter.dbapi")
 
+_new_cursor = sqlite3.Connection.cursor
+_execute = sqlite3.Cursor.execute
+READ = Kind.READ
 _CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(Config))
 _DEFAULT_CONFIG = Config()
 #: The standard connection's own ``isolation_level`` (what its implicit BEGIN says).
@@ -118,7 +122,11 @@ class Connection(sqlite3.Connection):
         return super().cursor(factory)
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:
-        return sqlite3.Connection.cursor(self, Cursor).execute(sql, parameters)
+        cursor = _new_cursor(self, Cursor)
+        gate = self._gate
+        if gate is None or (gate.hold is None and known.get(sql) is READ):
+            return _execute(cursor, sql, parameters)  # the common case, as Cursor's
+        return cursor.execute(sql, parameters)
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any:
         return sqlite3.Connection.cursor(self, Cursor).executemany(sql, parameters)

@@ -12,7 +12,11 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+from ._classify import Kind, known
+
 _buffered_classes: dict[type[Any], type[Any]] = {}
+_execute = sqlite3.Cursor.execute
+READ = Kind.READ
 
 
 class Cursor(sqlite3.Cursor):
@@ -21,9 +25,9 @@ class Cursor(sqlite3.Cursor):
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
         conn: Any = self.connection
         gate = getattr(conn, "_gate", None)
-        if gate is None:
-            sqlite3.Cursor.execute(self, sql, parameters)
-        elif gate.run(conn, self, sqlite3.Cursor.execute, sql, parameters, conn._trace):
+        if gate is None or (gate.hold is None and known.get(sql) is READ):
+            _execute(self, sql, parameters)  # the common case: a read, nothing held
+        elif gate.run(conn, self, _execute, sql, parameters, conn._trace):
             try:
                 _buffer(self)
             finally:
