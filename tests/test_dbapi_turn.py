@@ -213,3 +213,22 @@ def test_statements_with_parameters_are_classified_once(conn: sqlite3.Connection
     conn.execute("UPDATE t SET a = ? WHERE a = ?", (1, 2))
     assert holds(conn)
     conn.rollback()
+
+
+def test_a_transaction_ended_on_another_thread_gives_the_turn_back_later(db_path: str) -> None:
+    """The turn is a per-thread lock: a transaction committed on another thread leaves it
+    with the thread that took it, which gives it back before it next takes it."""
+    conn = sqlite3.connect(db_path, check_same_thread=False)
+    conn.execute("CREATE TABLE t (a)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    gate = conn._gate
+    assert gate is not None
+    committer = threading.Thread(target=conn.commit)
+    committer.start()
+    committer.join()
+    assert not holds(conn) and gate.turn.held() is not None  # stranded with this thread
+    conn.execute("INSERT INTO t VALUES (2)")
+    conn.commit()
+    assert gate.turn.held() is None
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
+    conn.close()
