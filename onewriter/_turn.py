@@ -113,34 +113,33 @@ class Hold:
 class _Watchdog:
     """One thread per process that interrupts holders past their limit.
 
-    It wakes every few milliseconds only while a hold with a limit exists; holds come
-    and go as plain dict operations, with no wake-up on the hot path.
+    Only one thread of a process holds a given turn at a time, so each turn carries its
+    current hold and the watchdog looks at the turns it was shown; taking and giving the
+    turn cost two attribute stores, with no wake-up on the hot path.
     """
 
     def __init__(self) -> None:
-        self.holds: dict[int, Hold] = {}
+        self.turns: list[WriteTurn] = []
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def watch(self, hold: Hold) -> None:
-        self.holds[id(hold)] = hold
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="onewriter-turn-watchdog", daemon=True
-                    )
-                    self._thread.start()
-
-    def unwatch(self, hold: Hold) -> None:
-        self.holds.pop(id(hold), None)
+    def watch(self, turn: WriteTurn) -> None:
+        with self._lock:
+            if turn not in self.turns:
+                self.turns.append(turn)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="onewriter-turn-watchdog", daemon=True
+                )
+                self._thread.start()
 
     def _run(self) -> None:
         while True:
             time.sleep(_WATCH_INTERVAL)
             now = time.monotonic()
-            for hold in list(self.holds.values()):
-                if not hold.overdue and now >= hold.limit_at:
+            for turn in list(self.turns):
+                hold = turn.current
+                if hold is not None and not hold.overdue and now >= hold.limit_at:
                     hold.overdue = True
                     if hold.interrupt is not None:
                         try:
@@ -149,7 +148,7 @@ class _Watchdog:
                             log.exception("interrupting an overdue write turn failed")
 
     def reset_in_child(self) -> None:
-        self.holds = {}
+        self.turns = []
         self._thread = None
         self._lock = threading.Lock()
 
@@ -170,7 +169,12 @@ class WriteTurn:
         self._local = threading.local()
         self._fd = _open_shared(path)
         self._mmap: mmap.mmap | None = None
+        #: The hold of whichever thread of this process has the turn (for the watchdog).
+        self.current: Hold | None = None
+        self._watched = False
         if _libc is not None:
+            self._trylock = _libc.pthread_mutex_trylock
+            self._unlock = _libc.pthread_mutex_unlock
             self._mmap = _map_mutexes(self._fd)
             self._anchor = ctypes.c_char.from_buffer(self._mmap)  # keeps the map open
             base = ctypes.addressof(self._anchor)
@@ -200,35 +204,45 @@ class WriteTurn:
 
         Raises :class:`TurnTimeout` when the turn stayed taken.
         """
-        hold = self.held()
+        local = self._local
+        hold: Hold | None = getattr(local, "hold", None)
         if hold is not None:
             hold.depth += 1
             return hold
         if _libc is None:
             self._acquire_flock(timeout)
-        elif self._gate_word.value or not self._try(self._turn):
-            self._acquire_mutexes(timeout)
+        elif self._gate_word.value:
+            self._acquire_mutexes(timeout)  # someone queues: line up behind them
+        else:
+            rc = self._trylock(self._turn)
+            if rc == errno.EOWNERDEAD:
+                self._take_over(self._turn)
+            elif rc:
+                self._acquire_mutexes(timeout)
         hold = Hold(time.monotonic() + limit if limit else 0.0, interrupt)
-        self._local.hold = hold
+        local.hold = hold
         if limit:
-            _watchdog.watch(hold)
+            if not self._watched:
+                self._watched = True
+                _watchdog.watch(self)
+            self.current = hold
         return hold
 
     def release(self) -> None:
         """Give the turn on (the outermost release of this thread's hold does)."""
-        hold = self.held()
+        local = self._local
+        hold: Hold | None = getattr(local, "hold", None)
         if hold is None:
             raise RuntimeError("this thread does not hold the write turn")
         hold.depth -= 1
         if hold.depth:
             return
-        self._local.hold = None
-        if hold.limit_at:
-            _watchdog.unwatch(hold)
+        local.hold = None
+        self.current = None
         if _libc is None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         else:
-            _libc.pthread_mutex_unlock(self._turn)
+            self._unlock(self._turn)
 
     @contextlib.contextmanager
     def holding(
@@ -246,15 +260,6 @@ class WriteTurn:
             self.release()
 
     # -- the two implementations ------------------------------------------------------
-
-    def _try(self, mutex: ctypes.c_void_p) -> bool:
-        """Take ``mutex`` if it is free, without waiting (the uncontended path)."""
-        assert _libc is not None
-        rc: int = _libc.pthread_mutex_trylock(mutex)
-        if rc == errno.EOWNERDEAD:
-            self._take_over(mutex)
-            return True
-        return rc == 0
 
     def _take_over(self, mutex: ctypes.c_void_p) -> None:
         assert _libc is not None
@@ -315,6 +320,8 @@ class WriteTurn:
 
     def _reset_in_child(self) -> None:
         self._local = threading.local()
+        self.current = None
+        self._watched = False
 
 
 def _timespec(at_monotonic_or_epoch: float) -> _Timespec:

@@ -68,7 +68,12 @@ class Background:
 
 def test_other_requests_wait_queued_and_bounded(db_path: str) -> None:
     db = onewriter.connect(
-        db_path, ops=ops, migrations=MIGRATIONS, max_pending=2, transaction_timeout=30.0
+        db_path,
+        ops=ops,
+        migrations=MIGRATIONS,
+        max_pending=2,
+        transaction_timeout=30.0,
+        writes="funnel",  # queued at the writer (a direct write waits for the turn instead)
     )
     try:
         holder = sqlite3.connect(db, check_same_thread=False)
