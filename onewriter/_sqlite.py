@@ -154,9 +154,9 @@ def log_sqlite_version() -> None:
     version = sqlite3.sqlite_version_info
     if wal_reset_bug_affects(version):
         log.warning(
-            "SQLite %s has the WAL-reset race (fixed in 3.51.3): only onewriter's writer "
-            "writes and checkpoints, but any other tool writing this file (Litestream "
-            "included) could trigger it. See docs/operations.md.",
+            "SQLite %s has the WAL-reset race (fixed in 3.51.3): onewriter's own writes "
+            "and checkpoints all take the write turn, but any other tool writing this file "
+            "(Litestream included) could trigger it. See docs/operations.md.",
             sqlite3.sqlite_version,
         )
     else:

@@ -32,6 +32,12 @@ def _add_service_flags(parser: argparse.ArgumentParser) -> None:
         help="for comparison: each worker writes on its own SQLite connection "
         "(busy_timeout, BEGIN IMMEDIATE) instead of through the one writer",
     )
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="workers run each write themselves under the write turn instead of sending "
+        "it to the primary",
+    )
     add_flag(parser, "--durability", "normal or full", default="normal", choices=["normal", "full"])
     add_flag(parser, "--max-pending", "writes queued before 503", default=500, type=int)
     add_flag(parser, "--read-pool-size", "reader connections per worker", default=4, type=int)
@@ -53,6 +59,7 @@ def _options(args: argparse.Namespace, host: str, port: int) -> ServiceOptions:
         port=port,
         workers=args.workers,
         naive=args.naive,
+        direct=args.direct,
         durability=args.durability,
         max_pending=args.max_pending,
         read_pool_size=args.read_pool_size,
