@@ -57,11 +57,12 @@ class WriteResult:
 class _Line:
     """One thread's write connection and its authorizer switch."""
 
-    __slots__ = ("conn", "internal")
+    __slots__ = ("conn", "internal", "thread")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.internal = True
+        self.thread = threading.current_thread()
         conn.set_authorizer(self._authorize)
 
     def _authorize(
@@ -237,11 +238,17 @@ class DirectWriter:
             line = _Line(open_connection(self.db_path, self.config, "direct"))
             self._local.line = line
             with self._lock:
+                # Threads come and go (executors): a finished thread's connection is
+                # closed here rather than kept until the database closes.
+                gone = [old for old in self._lines if not old.thread.is_alive()]
+                self._lines = [old for old in self._lines if old.thread.is_alive()]
                 self._lines.append(line)
                 if self._checkpointer is None:
                     self._checkpointer = Checkpointer(
                         self.db_path, line.conn, self.config, self.turn
                     )
+            for old in gone:
+                _close_quietly(old.conn)
         return line
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -270,7 +277,11 @@ class DirectWriter:
         if executor is not None:
             executor.shutdown(wait=True)
         for line in lines:
-            try:
-                line.conn.close()
-            except sqlite3.Error as exc:
-                log.warning("closing a direct write connection failed: %s", exc)
+            _close_quietly(line.conn)
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except sqlite3.Error as exc:
+        log.warning("closing a direct write connection failed: %s", exc)

@@ -429,3 +429,14 @@ def test_the_funnel_fails_over_while_direct_writers_run(db_path: str, children: 
     assert all(r["errors"] == {} for r in results), results
     assert all(r["acked"] > 0 for r in results), results
     assert _balance(db_path) == sum(r["acked"] for r in results)  # exactly once
+
+
+def test_a_finished_thread_s_connection_is_closed_by_the_next_one(direct: Any) -> None:
+    db = direct()
+    for _ in range(5):
+        worker = threading.Thread(target=db.write, args=(create_post,), kwargs={"title": "t"})
+        worker.start()
+        worker.join()
+    db.write(create_post, title="main")
+    assert db.stats()["direct"]["connections"] <= 2  # this thread's, and at most the last one
+    assert db.stats()["direct"]["commits"] == 6
