@@ -37,6 +37,7 @@ from ._errors import (
     UnknownOp,
 )
 from ._ops import Ops
+from ._readonly import confine_sql
 from ._sqlite import open_connection
 from ._turn import WriteTurn, turn_for
 
@@ -57,20 +58,23 @@ class WriteResult:
 class _Line:
     """One thread's write connection and its authorizer switch."""
 
-    __slots__ = ("conn", "internal", "thread")
+    __slots__ = ("conn", "internal", "raw_sql", "thread")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.internal = True
+        self.raw_sql = False  # raw SQL is running: confined to this database, as on the writer
         self.thread = threading.current_thread()
         conn.set_authorizer(self._authorize)
 
     def _authorize(
         self, action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None
     ) -> int:
-        if self.internal or not denied(action, arg2):
+        if self.internal:
             return sqlite3.SQLITE_OK
-        return sqlite3.SQLITE_DENY
+        if denied(action, arg2) or (self.raw_sql and confine_sql(action, arg1, arg2)):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
 
 
 class DirectWriter:
@@ -162,6 +166,7 @@ class DirectWriter:
                 raise CommitFailed(f"could not begin: {exc}") from None
             try:
                 line.internal = False
+                line.raw_sql = name is None
                 try:
                     result = fn(conn, *args, **kwargs) if kwargs else fn(conn, *args)
                 finally:
@@ -222,7 +227,7 @@ class DirectWriter:
         elif isinstance(exc, OneWriterError):
             error = exc
         elif isinstance(exc, Exception):
-            error = op_error(what, exc)
+            error = op_error(what, exc, sql=name is None)
         else:
             return exc  # KeyboardInterrupt and the like: rolled back, passed on
         self.errors[getattr(error, "code", "ERROR")] += 1

@@ -23,8 +23,10 @@ from ._errors import (
     DeadlineExceeded,
     OneWriterError,
     OpFailed,
+    SqlNotAllowed,
 )
 from ._ops import Ops
+from ._readonly import confine_sql, take_refusal
 from ._turn import Hold, TurnTimeout, turn_for
 
 log = logging.getLogger("onewriter.writer")
@@ -80,12 +82,19 @@ class Unsendable(Exception):
     """An op's result could not be encoded for its reply."""
 
 
-def op_error(what: str, exc: Exception) -> OneWriterError:
-    """The error an op's exception becomes (``what``: "op 'name'" or "SQL")."""
+def op_error(what: str, exc: Exception, *, sql: bool = False) -> OneWriterError:
+    """The error an op's exception becomes (``what``: "op 'name'" or "SQL"; ``sql``:
+    it was raw SQL, confined to this database)."""
     if isinstance(exc, sqlite3.DatabaseError):
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
         if code in _STORAGE_ERRORS:
             return CommitFailed(f"{what}: storage error, nothing applied: {exc}")
+        refusal = take_refusal(exc)
+        if refusal is not None and sql:
+            return SqlNotAllowed(
+                f"SQL may write this database but not reach other files or change the "
+                f"writer's shared connection; refused: {refusal.reason}"
+            )
         if "not authorized" in str(exc):
             return OpFailed(
                 f"{what} tried to control the transaction: ops run inside the writer's "
@@ -214,6 +223,7 @@ class Engine:
         self.config = config
         self.ops = ops
         self._internal = True
+        self.raw_sql = False  # raw SQL is running: confined to this database (_readonly)
         conn.set_authorizer(self._authorize)
         self.turn = turn_for(path)
         self.checkpointer = Checkpointer(path, conn, config, self.turn)
@@ -245,9 +255,11 @@ class Engine:
     def _authorize(
         self, action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None
     ) -> int:
-        if self._internal or not denied(action, arg2):
+        if self._internal:
             return sqlite3.SQLITE_OK
-        return sqlite3.SQLITE_DENY
+        if denied(action, arg2) or (self.raw_sql and confine_sql(action, arg1, arg2)):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
 
     # -- running a batch ---------------------------------------------------------------
 
@@ -401,7 +413,8 @@ class Engine:
                     # Interrupted past transaction_timeout: the whole batch is given up.
                     self._fail_all(pending, self._overdue_error())
                     return True
-                req.error = op_error(f"op {req.name!r}" if req.name is not None else "SQL", exc)
+                what = f"op {req.name!r}" if req.name is not None else "SQL"
+                req.error = op_error(what, exc, sql=req.sql is not None)
                 if not guarded or not conn.in_transaction:
                     return True
                 try:
@@ -458,11 +471,15 @@ class Engine:
             return op.fn(self.conn, *req.args, **req.kwargs)
         assert req.sql is not None
         conn = self.conn
-        if req.many:
-            cur = conn.executemany(req.sql, req.params)
-            return {"rowcount": cur.rowcount, "lastrowid": cur.lastrowid, "rows": []}
-        cur = conn.execute(req.sql, req.params)
-        rows = cur.fetchall() if cur.description else []
+        self.raw_sql = True
+        try:
+            if req.many:
+                cur = conn.executemany(req.sql, req.params)
+                return {"rowcount": cur.rowcount, "lastrowid": cur.lastrowid, "rows": []}
+            cur = conn.execute(req.sql, req.params)
+            rows = cur.fetchall() if cur.description else []
+        finally:
+            self.raw_sql = False
         return {"rowcount": cur.rowcount, "lastrowid": cur.lastrowid, "rows": rows}
 
     def note_ack(self, client: bytes, ack: int) -> None:

@@ -222,6 +222,17 @@ def test_a_failing_op_fails_alone_and_is_rolled_back(db_path: str, direct: Any) 
     assert titles == ["kept", "after"]
 
 
+def test_direct_sql_is_confined_to_this_database(direct: Any, tmp_path: Path) -> None:
+    db = direct()
+    other = tmp_path / "elsewhere.db"
+    with pytest.raises(onewriter.SqlNotAllowed):
+        db.execute_write("ATTACH DATABASE ? AS other", (str(other),))
+    with pytest.raises(onewriter.SqlNotAllowed):
+        db.execute_write("PRAGMA synchronous = OFF")
+    assert not other.exists()
+    assert db.execute_write("INSERT INTO posts (title) VALUES ('still fine')").rowcount == 1
+
+
 def test_sql_is_refused_without_allow_sql(direct: Any) -> None:
     db = direct(allow_sql=False)
     with pytest.raises(onewriter.SqlNotAllowed):

@@ -39,7 +39,6 @@ class ServiceProcess:
             "onewriter.cli",
             "demo",
             "serve",
-            "--db",
             database,
             "--workers",
             str(workers),
@@ -139,7 +138,7 @@ class ServiceProcess:
         return process.returncode
 
     def __enter__(self) -> ServiceProcess:
-        return self.start()
+        return self if self.process is not None else self.start()
 
     def __exit__(
         self,
