@@ -108,11 +108,19 @@ class Hold:
 
     __slots__ = ("depth", "interrupt", "limit_at", "overdue")
 
-    def __init__(self, limit_at: float, interrupt: Callable[[], object] | None) -> None:
+    def __init__(self) -> None:
         self.depth = 1
-        self.limit_at = limit_at
-        self.interrupt = interrupt
+        self.limit_at = 0.0
+        self.interrupt: Callable[[], object] | None = None
         self.overdue = False
+
+
+class _ThreadHolds(threading.local):
+    """Per thread: its hold of the turn, and a spare one to reuse."""
+
+    def __init__(self) -> None:
+        self.hold: Hold | None = None
+        self.spare: Hold | None = None
 
 
 class _Watchdog:
@@ -171,13 +179,15 @@ class WriteTurn:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._local = threading.local()
+        self._local = _ThreadHolds()
         self._fd = _open_shared(path)
         self._mmap: mmap.mmap | None = None
         #: The hold of whichever thread of this process has the turn (for the watchdog).
         self.current: Hold | None = None
         self._watched = False
         self._barged = 0
+        #: How long the current holder waited for the turn (0 where it was free).
+        self.waited_ms = 0.0
         if _libc is not None:
             self._trylock = _libc.pthread_mutex_trylock
             self._unlock = _libc.pthread_mutex_unlock
@@ -194,7 +204,7 @@ class WriteTurn:
 
     def held(self) -> Hold | None:
         """This thread's hold, if it has one."""
-        hold: Hold | None = getattr(self._local, "hold", None)
+        hold: Hold | None = self._local.hold
         return hold
 
     def acquire(
@@ -211,10 +221,11 @@ class WriteTurn:
         Raises :class:`TurnTimeout` when the turn stayed taken.
         """
         local = self._local
-        hold: Hold | None = getattr(local, "hold", None)
+        hold: Hold | None = local.hold
         if hold is not None:
             hold.depth += 1
             return hold
+        self.waited_ms = 0.0
         if _libc is None:
             self._acquire_flock(timeout)
         elif self._gate_word.value and self._barged >= _BARGE_LIMIT:
@@ -230,19 +241,30 @@ class WriteTurn:
                 self._acquire_mutexes(timeout)
             else:
                 self._barged = self._barged + 1 if queued else 0
-        hold = Hold(time.monotonic() + limit if limit else 0.0, interrupt)
-        local.hold = hold
+        hold = local.spare
+        if hold is None:
+            hold = Hold()
+        else:
+            local.spare = None
+        hold.depth = 1
+        hold.interrupt = interrupt
+        hold.overdue = False
         if limit:
+            hold.limit_at = time.monotonic() + limit
+            local.hold = hold
             if not self._watched:
                 self._watched = True
                 _watchdog.watch(self)
             self.current = hold
+        else:
+            hold.limit_at = 0.0
+            local.hold = hold
         return hold
 
     def release(self) -> None:
         """Give the turn on (the outermost release of this thread's hold does)."""
         local = self._local
-        hold: Hold | None = getattr(local, "hold", None)
+        hold: Hold | None = local.hold
         if hold is None:
             raise RuntimeError("this thread does not hold the write turn")
         hold.depth -= 1
@@ -250,6 +272,7 @@ class WriteTurn:
             return
         local.hold = None
         self.current = None
+        local.spare = hold  # reused by this thread's next hold: no object per transaction
         if _libc is None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         else:
@@ -282,13 +305,15 @@ class WriteTurn:
 
     def _acquire_mutexes(self, timeout: float | None) -> None:
         """Queue at the gate, then wait for the turn itself (the contended path)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        began = time.monotonic()
+        deadline = None if timeout is None else began + timeout
         self._lock_mutex(self._gate, deadline, timeout)
         try:
             self._lock_mutex(self._turn, deadline, timeout)
         finally:
             assert _libc is not None
             _libc.pthread_mutex_unlock(self._gate)
+        self.waited_ms = 1000 * (time.monotonic() - began)
 
     def _lock_mutex(
         self, mutex: ctypes.c_void_p, deadline: float | None, timeout: float | None
@@ -316,11 +341,13 @@ class WriteTurn:
             raise OSError(rc, f"the write turn of {self.path}: {os.strerror(rc)}")
 
     def _acquire_flock(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        began = time.monotonic()
+        deadline = None if timeout is None else began + timeout
         delay = 0.0001
         while True:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.waited_ms = 1000 * (time.monotonic() - began)
                 return
             except BlockingIOError:
                 pass
@@ -330,7 +357,7 @@ class WriteTurn:
             delay = min(delay * 2, 0.002)
 
     def _reset_in_child(self) -> None:
-        self._local = threading.local()
+        self._local = _ThreadHolds()
         self.current = None
         self._watched = False
 
