@@ -177,6 +177,11 @@ class Database(_Face):
     def write(self, op: Op[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
         """Run a registered op in a transaction of its own, here under the write turn or
         on the writer (``Config.writes``); returns its result after COMMIT."""
+        core = self._core
+        direct = core.direct
+        if direct is not None and core.forks == _fork.generation() and not self._closed:
+            # The common case in one branch: direct writes already set up in this process.
+            return direct.write(op.name if type(op) is Op else op_name(op), args, kwargs)
         core = self._live_core()
         if core.direct_sync:
             return core.direct_writer().write(op_name(op), args, kwargs)
@@ -186,6 +191,10 @@ class Database(_Face):
     def execute_write(self, sql: str, params: Params = (), *, many: bool = False) -> WriteResult:
         """Run one raw SQL write statement (or ``executemany`` with many=True), here or
         on the writer, like :meth:`write`."""
+        core = self._core
+        direct = core.direct
+        if direct is not None and core.forks == _fork.generation() and not self._closed:
+            return direct.execute(sql, params, many)
         core = self._live_core()
         if core.direct_sync:
             return core.direct_writer().execute(sql, params, many)
