@@ -233,6 +233,44 @@ def test_direct_sql_is_confined_to_this_database(direct: Any, tmp_path: Path) ->
     assert db.execute_write("INSERT INTO posts (title) VALUES ('still fine')").rowcount == 1
 
 
+def test_a_failing_raw_statement_applies_nothing_even_where_the_schema_asks_for_fail(
+    direct: Any,
+) -> None:
+    """ON CONFLICT FAIL keeps a failing statement's earlier rows: such a statement must
+    still run in a transaction of its own that the failure rolls back whole."""
+    db = direct()
+    db.execute_write("CREATE TABLE f (v INTEGER UNIQUE ON CONFLICT FAIL)")
+    db.execute_write("INSERT INTO f (v) VALUES (1)")
+    for _ in range(3):  # compiled at the first, cached after
+        with pytest.raises(onewriter.OpFailed):
+            db.execute_write("INSERT INTO f (v) VALUES (5), (1)")
+    assert [r["v"] for r in db.read("SELECT v FROM f")] == [1]
+
+
+def test_a_schema_changed_by_another_connection_is_seen_before_a_raw_write_runs(
+    db_path: str, direct: Any
+) -> None:
+    """A cached plain INSERT runs as SQLite's autocommit statement; once a trigger that
+    RAISEs FAIL appears (from a plain sqlite3 connection), it is compiled again, which
+    sends it back to a transaction that a failure rolls back whole."""
+    db = direct()
+    db.execute_write("CREATE TABLE g (v INTEGER)")
+    insert = "INSERT INTO g (v) VALUES (?), (?)"
+    for first in (10, 20, 30):
+        assert db.execute_write(insert, (first, first + 1)).rowcount == 2
+    outside = sqlite3.connect(db_path, isolation_level=None)
+    outside.execute(
+        "CREATE TRIGGER g_no_99 BEFORE INSERT ON g WHEN NEW.v = 99"
+        " BEGIN SELECT RAISE(FAIL, 'no 99'); END"
+    )
+    outside.close()
+    for _ in range(3):
+        with pytest.raises(onewriter.OpFailed, match="no 99"):
+            db.execute_write(insert, (40, 99))
+    assert [r["v"] for r in db.read("SELECT v FROM g WHERE v >= 40")] == []
+    assert db.execute_write(insert, (50, 51)).rowcount == 2
+
+
 def test_sql_is_refused_without_allow_sql(direct: Any) -> None:
     db = direct(allow_sql=False)
     with pytest.raises(onewriter.SqlNotAllowed):
