@@ -228,11 +228,10 @@ class WriteTurn:
         self.waited_ms = 0.0
         if _libc is None:
             self._acquire_flock(timeout)
-        elif self._gate_word.value and self._barged >= _BARGE_LIMIT:
+        elif (queued := self._gate_word.value) and self._barged >= _BARGE_LIMIT:
             self._barged = 0
             self._acquire_mutexes(timeout)  # barged enough: line up behind the others
         else:
-            queued = self._gate_word.value
             rc = self._trylock(self._turn)
             if rc == errno.EOWNERDEAD:
                 self._take_over(self._turn)
