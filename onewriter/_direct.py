@@ -49,6 +49,8 @@ _REPLY_OVERHEAD = 64
 _PLAIN_WRITE = re.compile(r"\s*(?:insert|update|delete|replace)\b", re.IGNORECASE)
 _UNPLAIN_WORDS = re.compile(r"returning|fail", re.IGNORECASE)
 _PLAIN_SQL_KEPT = 1024
+_INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1  # msgpack's integers
+_SHORT = 4096
 #: Whether a table, trigger or index asks for FAIL (a failing statement keeps its
 #: earlier rows), in the schema or the temp schema; the match is loose on purpose.
 SCHEMA_HAS_FAIL_SQL = (
@@ -226,7 +228,7 @@ class DirectWriter:
                     result = fn(conn, *args, **kwargs) if kwargs else fn(conn, *args)
                 finally:
                     line.internal = True
-                encoded = self._encode(result) if encode else None
+                encoded = self._encode(result) if encode and not _as_sent(result) else None
                 if hold.overdue:
                     raise DeadlineExceeded("past transaction_timeout")
                 if line.compiled:
@@ -247,7 +249,7 @@ class DirectWriter:
         finally:
             turn.release()
         if encoded is None:
-            return result if not encode else None
+            return result
         return proto.unpack(encoded)
 
     def _autocommit(self, line: _Line, sql: str, params: Any) -> WriteResult | None:
@@ -388,6 +390,17 @@ class DirectWriter:
             executor.shutdown(wait=True)
         for line in lines:
             _close_quietly(line.conn)
+
+
+def _as_sent(result: Any) -> bool:
+    """Whether ``result`` comes back from msgpack as it is (no need to encode it): None,
+    a bool, a float, a 64-bit int, a short ASCII string."""
+    kind = type(result)
+    if kind is int:
+        return bool(_INT_MIN <= result <= _UINT_MAX)
+    if kind is str:
+        return len(result) <= _SHORT and result.isascii()
+    return result is None or kind is float or kind is bool
 
 
 def _look_at_schema(line: _Line) -> None:
