@@ -1,10 +1,11 @@
 """Where the microseconds of one direct write go, in one process (no contention).
 
-Times, interleaved in rounds so that machine load hits every case alike, the median
-cost per call of: plain sqlite3 (autocommit insert; ``BEGIN IMMEDIATE`` read-modify-
-write), the same work through ``Database.write`` / ``Database.execute_write`` with
-``writes="direct"``, and the pieces a direct write is made of (the turn, ``BEGIN
-IMMEDIATE`` + ``COMMIT``). ``--profile`` prints a cProfile of the direct calls too.
+Times (CPU time of the calling thread unless ``--clock wall``), interleaved in rounds so
+that machine load hits every case alike, the median cost per call of: plain sqlite3
+(autocommit insert; Python's default; ``BEGIN IMMEDIATE`` read-modify-write), the same
+work through ``Database.write`` / ``Database.execute_write`` with ``writes="direct"``, and
+the pieces a direct write is made of (the turn, ``BEGIN IMMEDIATE`` + ``COMMIT``).
+``--profile`` prints a cProfile of the direct calls too.
 
     python -m benchmarks.direct_profile               # 7 rounds of 3,000 calls a case
     python -m benchmarks.direct_profile --profile
@@ -27,12 +28,17 @@ from onewriter._turn import turn_for
 
 from . import _writes_workloads as wl
 
+#: CPU time of this thread by default: on a shared machine, wall time mostly measures
+#: who else was running.
+_CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
+_clock = time.thread_time
+
 
 def _per_call(fn: Callable[[], object], calls: int) -> float:
-    began = time.perf_counter()
+    began = _clock()
     for _ in range(calls):
         fn()
-    return (time.perf_counter() - began) / calls * 1e6
+    return (_clock() - began) / calls * 1e6
 
 
 def cases(path: str) -> tuple[dict[str, Callable[[], object]], Callable[[], None]]:
@@ -76,7 +82,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--profile", action="store_true", help="cProfile the direct calls")
+    parser.add_argument("--clock", choices=tuple(_CLOCKS), default="cpu")
     args = parser.parse_args(argv)
+    global _clock
+    _clock = _CLOCKS[args.clock]
     with tempfile.TemporaryDirectory() as tmp:
         timed, close = cases(os.path.join(tmp, "profile.db"))
         try:
