@@ -9,24 +9,35 @@ the pieces a direct write is made of (the turn, ``BEGIN IMMEDIATE`` + ``COMMIT``
 
     python -m benchmarks.direct_profile               # 7 rounds of 3,000 calls a case
     python -m benchmarks.direct_profile --profile
+    python -m benchmarks.direct_profile --before REV  # both versions; writes benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import os
 import pstats
+import shlex
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import onewriter
 from onewriter._checkpoint import BEGIN_SQL, COMMIT_SQL
+from onewriter._tables import format_table
 from onewriter._turn import turn_for
 
+from . import _report
 from . import _writes_workloads as wl
+from ._before_after import ROOT, export
 
 #: CPU time of this thread by default: on a shared machine, wall time mostly measures
 #: who else was running.
@@ -77,39 +88,125 @@ def cases(path: str) -> tuple[dict[str, Callable[[], object]], Callable[[], None
     return timed, close
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.direct_profile")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--calls", type=int, default=3000)
-    parser.add_argument("--profile", action="store_true", help="cProfile the direct calls")
-    parser.add_argument("--clock", choices=tuple(_CLOCKS), default="cpu")
-    args = parser.parse_args(argv)
-    global _clock
-    _clock = _CLOCKS[args.clock]
+def measure(rounds: int, calls: int) -> dict[str, float]:
+    """Median µs per call of every case, in a database of its own."""
     with tempfile.TemporaryDirectory() as tmp:
         timed, close = cases(os.path.join(tmp, "profile.db"))
         try:
             for fn in timed.values():  # warm up: connections, migrations, caches
                 _per_call(fn, 200)
             samples: dict[str, list[float]] = {name: [] for name in timed}
-            for _ in range(args.rounds):
+            for _ in range(rounds):
                 for name, fn in timed.items():
-                    samples[name].append(_per_call(fn, args.calls))
-            base = statistics.median(samples["naive insert, autocommit"])
-            rmw = statistics.median(samples["naive rmw, BEGIN IMMEDIATE"])
-            print(f"{'case':<36} {'µs/call':>8} {'vs naive':>9}")
-            for name, values in samples.items():
-                us = statistics.median(values)
-                ref = rmw if "rmw" in name or "balance" in name else base
-                print(f"{name:<36} {us:>8.1f} {ref / us:>8.2f}x")
-            if args.profile:
+                    samples[name].append(_per_call(fn, calls))
+        finally:
+            close()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _reference(name: str) -> str:
+    if "rmw" in name or "balance" in name:
+        return "naive rmw, BEGIN IMMEDIATE"
+    if "write(" in name:
+        return "naive insert, Python default"
+    return "naive insert, autocommit"
+
+
+def table(columns: dict[str, dict[str, float]]) -> str:
+    """µs per call, and each direct case against the plain sqlite3 it stands for."""
+    headers = ["case"]
+    for label in columns:
+        headers += [f"{label} µs", f"{label} vs plain"]
+    rows = []
+    for name in next(iter(columns.values())):
+        row: list[Any] = [name]
+        for figures in columns.values():
+            us = figures[name]
+            plain = ""
+            if not ("piece" in name or name.startswith("naive")):
+                plain = f"{figures[_reference(name)] / us:.2f}x"
+            row += [f"{us:.1f}", plain]
+        rows.append(row)
+    return format_table(headers, rows)
+
+
+def _in_tree(tree: Path, rounds: int, calls: int, clock: str) -> dict[str, float]:
+    """``measure`` run by the onewriter of ``tree`` (this module copied into it)."""
+    if tree != ROOT:
+        shutil.copy(Path(__file__), tree / "benchmarks" / "direct_profile.py")
+    sizes = ["--rounds", str(rounds), "--calls", str(calls)]
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.direct_profile", "--json", "--clock", clock, *sizes],
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return figures
+
+
+def before_after(rev: str, rounds: int, calls: int, clock: str, argv: Sequence[str]) -> None:
+    """Both versions, one process each per round, rounds interleaved; into benchmarks.md."""
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="ow-before-") as tmp:
+        trees = {"before": export(rev, Path(tmp)), "after": ROOT}
+        for _ in range(rounds):
+            for label, tree in trees.items():
+                runs[label].append(_in_tree(tree, 3, calls, clock))
+    columns = {
+        label: {name: statistics.median(r[name] for r in figures) for name in figures[0]}
+        for label, figures in runs.items()
+    }
+    body = (
+        f"One process, no contention: median µs per call ({clock} time of the calling "
+        f"thread) over {rounds} interleaved rounds of 3 x {calls:,} calls, each round a fresh "
+        f"process per version; before = `{rev}`; load average {load:.1f} when it started. "
+        "`vs plain`: the plain sqlite3 call it stands for (autocommit for execute_write, "
+        "Python's default for an insert op, BEGIN IMMEDIATE for read-modify-write) divided "
+        "by the direct call: 1.00x is as fast.\n\n```\n" + table(columns) + "\n```\n"
+    )
+    print(body)
+    command = shlex.join(["python", "-m", "benchmarks.direct_profile", *argv])
+    _report.update_section(
+        "direct-profile", "Direct writes: one call, where it goes", command, body
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.direct_profile")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--profile", action="store_true", help="cProfile the direct calls")
+    parser.add_argument("--clock", choices=tuple(_CLOCKS), default="cpu")
+    parser.add_argument("--before", help="an earlier commit to compare with (writes the doc)")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    global _clock
+    _clock = _CLOCKS[args.clock]
+    if args.before:
+        given = list(argv if argv is not None else sys.argv[1:])
+        before_after(args.before, args.rounds, args.calls, args.clock, given)
+        return
+    figures = measure(args.rounds, args.calls)
+    if args.json:
+        print(json.dumps(figures))
+        return
+    print(table({"now": figures}))
+    if args.profile:
+        with tempfile.TemporaryDirectory() as tmp:
+            timed, close = cases(os.path.join(tmp, "profile.db"))
+            try:
                 for name in ("direct execute_write insert", "direct write(insert_item)"):
+                    _per_call(timed[name], 200)
                     profile = cProfile.Profile()
                     profile.runcall(_per_call, timed[name], args.calls)
                     print(f"\n--- {name}, {args.calls} calls")
                     pstats.Stats(profile).sort_stats("tottime").print_stats(14)
-        finally:
-            close()
+            finally:
+                close()
 
 
 if __name__ == "__main__":
