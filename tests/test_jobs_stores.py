@@ -441,8 +441,11 @@ def test_prune_purge_and_stats(queue: JobStore) -> None:
         "running": 0,
         "done": 2,
         "dead": 1,
+        "cancelled": 0,
         "oldest_ready_age": 0,
         "done_last_minute": 2,
+        "paused": False,
+        "rate_limit": None,
     }
     assert queue.throughput(5)[-1] == 2
     assert [j.id for j in queue.recent(2)] == [ids[3], ids[2]]
@@ -521,7 +524,7 @@ def test_pg_claim_walks_the_ready_index_without_sorting(postgres: PostgresServer
         queue.enqueue_many("other", range(3000))
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ANALYZE onewriter_jobs")
-        params = {"queue": "q", "caps": "[]", "limit": 5, "worker": "w", "lease": 1.0}
+        params = {"queue": "q", "caps": "[]", "limit": 5, "worker": "w", "lease": 1.0, "slack": 2.0}
         plans = [
             "\n".join(row[0] for row in conn.execute("EXPLAIN " + statement, params))
             for statement in (pg_sql.CLAIMABLE, pg_sql.CLAIM)

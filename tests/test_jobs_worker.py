@@ -188,8 +188,11 @@ def test_sigterm_lets_running_jobs_finish(url: str) -> None:
         "running": 0,
         "done": 3,
         "dead": 0,
+        "cancelled": 0,
         "oldest_ready_age": 0,
         "done_last_minute": 0,
+        "paused": False,
+        "rate_limit": None,
     }
 
 

@@ -12,22 +12,26 @@ from typing import Any
 from .._errors import BadRequest, UnknownOp
 from .._ops import Op
 from . import _ops as ops
-from ._errors import LeaseLost
+from ._errors import JobCancelled, JobNotFound, LeaseLost
 from ._model import (
     STATES,
     Job,
     Layout,
     NewJob,
+    QueueSettings,
     State,
     check_lease,
     check_limit,
+    check_progress,
     check_queue_name,
+    check_rate_limit,
     dumps,
     encode_batch,
     encode_new_job,
     encode_requires,
     encode_value,
     job_from_row,
+    settings_from_row,
 )
 
 Call = tuple[Op[..., Any], dict[str, Any]]
@@ -83,13 +87,21 @@ class Calls:
         return [job_from_row(row) for row in rows]
 
     @staticmethod
-    def heartbeat_call(job_id: int, token: str, lease: float) -> Call:
-        return ops.jobs_heartbeat, {"id": job_id, "token": token, "lease": check_lease(lease)}
+    def heartbeat_call(
+        job_id: int, token: str, lease: float, progress: Any = None, message: Any = None
+    ) -> Call:
+        kwargs = {"id": job_id, "token": token, "lease": check_lease(lease)}
+        progress, message = check_progress(progress, message)
+        if progress is not None or message is not None:
+            kwargs.update(progress=progress, message=message)
+        return ops.jobs_heartbeat, kwargs
 
     @staticmethod
-    def heartbeat_result(job_id: int, until: float | None) -> float:
+    def heartbeat_result(job_id: int, until: float | str | None) -> float:
         if until is None:
             raise LeaseLost(f"job {job_id}: the lease token no longer holds it")
+        if isinstance(until, str):
+            raise JobCancelled(f"job {job_id} was cancelled: stop working on it")
         return until
 
     @staticmethod
@@ -102,9 +114,54 @@ class Calls:
         return (ops.jobs_complete, {"items": dumps(encoded)}), [item[0] for item in chosen]
 
     @staticmethod
-    def completed(ids: list[int], held: list[int]) -> list[bool]:
-        done = set(held)
+    def completed(ids: list[int], held: list[list[Any]]) -> list[bool]:
+        """Which jobs are done (not lost, nor cancelled meanwhile)."""
+        done = {job_id for job_id, state in held if state == "done"}
         return [job_id in done for job_id in ids]
+
+    @staticmethod
+    def complete_one_result(job_id: int, held: list[list[Any]]) -> None:
+        if not held:
+            raise LeaseLost(f"job {job_id}: the lease token no longer holds it")
+        if held[0][1] == "cancelled":
+            raise JobCancelled(f"job {job_id} was cancelled before it completed; result dropped")
+
+    @staticmethod
+    def cancel_call(job_id: int) -> Call:
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            raise BadRequest("a job id must be an integer")
+        return ops.jobs_cancel, {"id": job_id}
+
+    @staticmethod
+    def cancel_result(job_id: int, state: str | None) -> str:
+        if state is None:
+            raise JobNotFound(f"no job {job_id}")
+        return state
+
+    @staticmethod
+    def configure_call(queue: str, paused: bool | None, rate_limit: Any, set_rate: bool) -> Call:
+        if paused is not None and not isinstance(paused, bool):
+            raise BadRequest("paused must be true or false")
+        rate = None
+        if set_rate and rate_limit is not None:
+            if isinstance(rate_limit, Mapping):
+                unknown = set(rate_limit) - {"limit", "period"}
+                if unknown or "limit" not in rate_limit:
+                    raise BadRequest("rate_limit is {limit, period} (period in seconds)")
+                rate = check_rate_limit(rate_limit["limit"], rate_limit.get("period", 1.0))
+            else:
+                limit, period = rate_limit
+                rate = check_rate_limit(limit, period)
+        return ops.jobs_configure, {
+            "queue": check_queue_name(queue),
+            "paused": paused,
+            "rate_limit": rate,
+            "set_rate_limit": set_rate,
+        }
+
+    @staticmethod
+    def settings_result(queue: str, row: Sequence[Any] | None) -> QueueSettings:
+        return settings_from_row(queue, row)
 
     @staticmethod
     def fail_call(job_id: int, token: str, error: str, retry: bool) -> Call:
@@ -158,15 +215,23 @@ class Calls:
 
     @staticmethod
     def stats_result(
-        counts: list[Any], oldest: list[Any], done: list[Any], now: float
+        counts: list[Any], oldest: list[Any], done: list[Any], settings: list[Any], now: float
     ) -> dict[str, Any]:
         queues: dict[str, dict[str, Any]] = {}
 
         def entry(name: str) -> dict[str, Any]:
             if name not in queues:
                 queues[name] = {s: 0 for s in STATES}
-                queues[name].update(oldest_ready_age=0.0, done_last_minute=0)
+                queues[name].update(
+                    oldest_ready_age=0.0, done_last_minute=0, paused=False, rate_limit=None
+                )
             return queues[name]
+
+        for queue, *row in settings:
+            configured = settings_from_row(queue, row)
+            if configured.paused or configured.rate_limit is not None:
+                entry(queue).update(configured.to_dict())
+                del queues[queue]["queue"]
 
         for queue, state, n in counts:
             entry(queue)[state] = n

@@ -18,3 +18,11 @@ class JobNotFound(OneWriterError):
 
     code = "NOT_FOUND"
     http_status = 404
+
+
+class JobCancelled(OneWriterError):
+    """The job was cancelled while its worker ran it: the worker should stop (the runner
+    stops the handler); the job has ended as ``cancelled`` and its result is dropped."""
+
+    code = "CANCELLED"
+    http_status = 409

@@ -11,9 +11,9 @@ from typing import Any, Literal, NamedTuple
 
 from .._errors import BadRequest, TooLarge
 
-State = Literal["ready", "running", "done", "dead"]
-STATES: tuple[State, ...] = ("ready", "running", "done", "dead")
-FINISHED: frozenset[str] = frozenset({"done", "dead"})
+State = Literal["ready", "running", "done", "dead", "cancelled"]
+STATES: tuple[State, ...] = ("ready", "running", "done", "dead", "cancelled")
+FINISHED: frozenset[str] = frozenset({"done", "dead", "cancelled"})
 
 DEFAULT_PAYLOAD_LIMIT = 64 * 1024
 DEFAULT_LEASE = 30.0
@@ -23,6 +23,10 @@ DEFAULT_BACKOFF = 1.0
 BACKOFF_CAP = 3600.0
 #: Finished jobs are kept this long before :meth:`prune` deletes them.
 DEFAULT_RETENTION = 7 * 24 * 3600.0
+#: A job with a ``timeout`` keeps its lease at most this long past it, so that a runner
+#: that died or hung cannot hold it longer than that.
+TIMEOUT_SLACK = 2.0
+MESSAGE_LIMIT = 500
 
 
 def dumps(value: Any) -> str:
@@ -59,10 +63,14 @@ class Job:
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+    timeout: float | None = None
+    progress: float | None = None
+    message: str | None = None
+    cancel_requested: bool = False
 
     @property
     def finished(self) -> bool:
-        """Done or dead: nothing more will happen to it unless requeued."""
+        """Done, dead or cancelled: nothing more will happen to it unless requeued."""
         return self.state in FINISHED
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +96,10 @@ class Job:
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "timeout": self.timeout,
+            "progress": self.progress,
+            "message": self.message,
+            "cancel_requested": self.cancel_requested,
         }
 
     @classmethod
@@ -124,6 +136,10 @@ def job_from_row(row: Sequence[Any]) -> Job:
         created_at=row[17],
         started_at=row[18],
         finished_at=row[19],
+        timeout=row[20],
+        progress=row[21],
+        message=row[22],
+        cancel_requested=bool(row[23]),
     )
 
 
@@ -136,6 +152,8 @@ class NewJob:
     ``unique_key``, enqueue is idempotent while a job with that key in this queue is not
     finished. With a ``concurrency_key``, at most ``concurrency_limit`` jobs sharing it
     run at once. A failed attempt waits ``backoff * 2^(attempt-1)`` seconds, jittered.
+    With a ``timeout``, the worker runner stops an attempt that runs longer than that
+    many seconds (and its lease ends then, should the runner die or hang).
     """
 
     payload: Any
@@ -148,6 +166,7 @@ class NewJob:
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
     backoff: float = DEFAULT_BACKOFF
+    timeout: float | None = None
 
 
 class Enqueued(NamedTuple):
@@ -232,7 +251,15 @@ def encode_new_job(job: NewJob, payload_limit: int | None) -> dict[str, Any]:
         "unique_key": _optional_text(job.unique_key, "unique_key"),
         "concurrency_key": concurrency_key,
         "concurrency_limit": limit,
+        "timeout": None if job.timeout is None else _timeout(job.timeout),
     }
+
+
+def _timeout(value: Any) -> float:
+    seconds = _number(value, "timeout", minimum=0.001)
+    if seconds > 7 * 86400:
+        raise BadRequest("timeout must be at most a week")
+    return seconds
 
 
 #: Where each job of a batch went: ``(group, position)``, or ``(-1, index)`` for a job
@@ -248,6 +275,7 @@ _DEFAULT_OPTIONS: dict[str, Any] = {
     "backoff": DEFAULT_BACKOFF,
     "concurrency_key": None,
     "concurrency_limit": None,
+    "timeout": None,
 }
 _DEFAULT_KEY = tuple(_DEFAULT_OPTIONS.values())
 
@@ -307,3 +335,66 @@ def check_limit(limit: Any, maximum: int = 1000) -> int:
     if value > maximum:
         raise BadRequest(f"limit must be at most {maximum}")
     return value
+
+
+def check_progress(progress: Any, message: Any) -> tuple[float | None, str | None]:
+    """A heartbeat's progress (0 to 100) and short message, checked."""
+    if progress is not None:
+        progress = _number(progress, "progress", minimum=0)
+        if progress > 100:
+            raise BadRequest("progress must be at most 100")
+    if message is not None:
+        if not isinstance(message, str):
+            raise BadRequest("message must be a string")
+        if len(message) > MESSAGE_LIMIT:
+            raise BadRequest(f"message must be at most {MESSAGE_LIMIT} characters")
+    return progress, message
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``limit`` claims of a queue's jobs in any ``period`` seconds."""
+
+    limit: int
+    period: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"limit": self.limit, "period": self.period}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """What is set on a queue: whether it is paused (claims get nothing), and its rate
+    limit. A queue nobody configured is running with no limit."""
+
+    queue: str
+    paused: bool = False
+    rate_limit: RateLimit | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        limit = None if self.rate_limit is None else self.rate_limit.to_dict()
+        return {"queue": self.queue, "paused": self.paused, "rate_limit": limit}
+
+
+def settings_from_row(queue: str, row: Sequence[Any] | None) -> QueueSettings:
+    """Settings from ``(paused, rate_limit, rate_period)`` (``None``: the defaults)."""
+    if row is None:
+        return QueueSettings(queue)
+    paused, limit, period = row
+    rate = None if limit is None else RateLimit(int(limit), float(period))
+    return QueueSettings(queue, bool(paused), rate)
+
+
+def check_rate_limit(limit: Any, period: Any) -> list[Any]:
+    """``[limit, period]`` checked: at least one claim in a positive period."""
+    return [
+        _integer(limit, "rate_limit.limit", minimum=1),
+        _timeout_like(period, "rate_limit.period"),
+    ]
+
+
+def _timeout_like(value: Any, what: str) -> float:
+    seconds = _number(value, what, minimum=0.001)
+    if seconds > 86400:
+        raise BadRequest(f"{what} must be at most one day")
+    return seconds

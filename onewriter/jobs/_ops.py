@@ -14,7 +14,7 @@ from typing import Any
 
 from .._ops import Ops
 from . import _sql as sql
-from ._model import BACKOFF_CAP
+from ._model import BACKOFF_CAP, TIMEOUT_SLACK
 
 jobs_ops = Ops()
 
@@ -35,14 +35,61 @@ def _statements(script: str) -> list[str]:
 
 _SCHEMA_STATEMENTS = _statements(sql.SCHEMA)
 
+#: The version ``_schema.sql`` creates. Version 1 had no cancellation, timeouts,
+#: progress or queue settings (and no version table).
+SCHEMA_VERSION = 2
+
+#: The columns a version 1 database's jobs have, copied as they are by the migration.
+_V1_COLUMNS = (
+    "id, queue, state, priority, run_at, payload, requires, attempts, max_attempts, backoff, "
+    "unique_key, concurrency_key, concurrency_limit, token, worker, lease_until, result, "
+    "error, created_at, started_at, finished_at"
+)
+
 
 @jobs_ops.register
 def jobs_setup(conn: sqlite3.Connection) -> int:
-    """Create the queue's tables and indexes if missing (idempotent, composes with any
-    user migrations: it does not touch ``user_version``)."""
+    """Create the queue's tables and indexes if missing, or migrate older ones to the
+    current version (idempotent, composes with any user migrations: it does not touch
+    ``user_version``). Returns the schema version."""
+    if conn.execute(sql.TABLE_EXISTS, ("onewriter_jobs_schema",)).fetchone():
+        version = conn.execute(sql.SCHEMA_VERSION).fetchone()[0] or SCHEMA_VERSION
+    elif conn.execute(sql.TABLE_EXISTS, ("onewriter_jobs",)).fetchone():
+        version = 1
+    else:
+        version = SCHEMA_VERSION
+    if version == 1:
+        _rebuild_jobs_table(conn)
     for statement in _SCHEMA_STATEMENTS:
         conn.execute(statement)
-    return len(_SCHEMA_STATEMENTS)
+    if version == 1:
+        _copy_v1_jobs(conn)
+    if conn.execute(sql.SCHEMA_VERSION).fetchone()[0] is None:
+        conn.execute(sql.SET_SCHEMA_VERSION, (SCHEMA_VERSION,))
+    return SCHEMA_VERSION
+
+
+def _rebuild_jobs_table(conn: sqlite3.Connection) -> None:
+    """Version 1 to 2, first half: the state check gains ``cancelled``, which SQLite can
+    only do by building the table anew. Move the old one aside without its indexes (the
+    schema then creates the new table and the indexes under their names)."""
+    for (name,) in conn.execute(sql.INDEXES_OF_JOBS).fetchall():
+        conn.execute(f'DROP INDEX "{name}"')  # names read from sqlite_master, not input
+    conn.execute("ALTER TABLE onewriter_jobs RENAME TO onewriter_jobs_v1")
+
+
+def _copy_v1_jobs(conn: sqlite3.Connection) -> None:
+    """Second half: copy every job, keep the id sequence (ids of pruned jobs are never
+    reused), drop the old table."""
+    conn.execute(
+        f"INSERT INTO onewriter_jobs ({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM onewriter_jobs_v1"
+    )
+    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'onewriter_jobs_v1'")
+    old = seq.fetchone()
+    if old is not None:
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'onewriter_jobs'")
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('onewriter_jobs', ?)", old)
+    conn.execute("DROP TABLE onewriter_jobs_v1")
 
 
 @jobs_ops.register
@@ -82,10 +129,26 @@ def jobs_claim(
     now = time.time()
     _reap(conn, now)
     _fire_schedules(conn, now)
-    params = {"queue": queue, "worker": worker, "caps": caps, "limit": limit}
+    rate = conn.execute(sql.RATE_LIMIT_OF, (queue,)).fetchone()
+    if rate is not None and rate[0] is not None:
+        conn.execute(sql.RATE_FORGET, (queue, now - rate[1]))
+        limit = min(
+            limit, rate[0] - conn.execute(sql.RATE_USED, (queue, now - rate[1])).fetchone()[0]
+        )
+        if limit <= 0:
+            return []
+    params = {
+        "queue": queue,
+        "worker": worker,
+        "caps": caps,
+        "limit": limit,
+        "slack": TIMEOUT_SLACK,
+    }
     rows = conn.execute(sql.CLAIM, {**params, "lease": lease, "now": now}).fetchall()
     if any(row[_ROW_CONCURRENCY_KEY] is not None for row in rows):
         rows = _within_concurrency_limits(conn, rows, now)
+    if rate is not None and rate[0] is not None:
+        conn.executemany(sql.RATE_RECORD, [(queue, now)] * len(rows))
     rows.sort(key=lambda r: (-r[3], r[4], r[0]))
     return rows
 
@@ -118,7 +181,7 @@ def _reap(conn: sqlite3.Connection, now: float) -> int:
 def _fire_schedules(conn: sqlite3.Connection, now: float) -> int:
     fired = 0
     for name, queue, payload, every, options in conn.execute(sql.DUE_SCHEDULES, (now,)).fetchall():
-        job = {**_decode_options(options), "payload": payload}
+        job = {"timeout": None, **_decode_options(options), "payload": payload}
         _insert(conn, queue, job, now)
         conn.execute(sql.SCHEDULE_FIRED, (next_slot(now, every), name))
         fired += 1
@@ -136,19 +199,64 @@ def next_slot(now: float, every: float) -> float:
 
 
 @jobs_ops.register
-def jobs_heartbeat(conn: sqlite3.Connection, id: int, token: str, lease: float) -> float | None:
-    """Extend a lease; the new ``lease_until``, or ``None`` when the token no longer holds."""
+def jobs_heartbeat(
+    conn: sqlite3.Connection,
+    id: int,
+    token: str,
+    lease: float,
+    progress: float | None = None,
+    message: str | None = None,
+) -> float | str | None:
+    """Extend a lease and record progress; the new ``lease_until``, ``"cancelled"`` when
+    the job's cancellation was asked for (it ends now), or ``None`` when the token no
+    longer holds."""
+    params = {"id": id, "token": token, "lease": lease, "progress": progress, "message": message}
     row = conn.execute(
-        sql.HEARTBEAT, {"id": id, "token": token, "lease": lease, "now": time.time()}
+        sql.HEARTBEAT, {**params, "now": time.time(), "slack": TIMEOUT_SLACK}
     ).fetchone()
-    return None if row is None else float(row[0])
+    if row is None:
+        return None
+    return "cancelled" if row[1] == "cancelled" else float(row[0])
 
 
 @jobs_ops.register
-def jobs_complete(conn: sqlite3.Connection, items: str) -> list[int]:
+def jobs_complete(conn: sqlite3.Connection, items: str) -> list[list[Any]]:
     """Mark jobs done: ``items`` is a JSON array of ``[id, token, result_json]``. Returns
-    the ids whose token still held."""
-    return [row[0] for row in conn.execute(sql.COMPLETE, {"items": items, "now": time.time()})]
+    ``[id, state]`` of the jobs whose token still held (``cancelled`` for those whose
+    cancellation was asked for meanwhile)."""
+    rows = conn.execute(sql.COMPLETE, {"items": items, "now": time.time()})
+    return [[row[0], row[1]] for row in rows]
+
+
+@jobs_ops.register
+def jobs_cancel(conn: sqlite3.Connection, id: int) -> str | None:
+    """Cancel a job: ``"cancelled"`` (it will not run), ``"cancelling"`` (running: its
+    worker is told at its next heartbeat or completion), the state it had already
+    finished in, or ``None`` when there is no such job."""
+    row = conn.execute(sql.CANCEL, {"id": id, "now": time.time()}).fetchone()
+    if row is None:
+        return None
+    state, requested = row
+    return "cancelling" if state == "running" and requested else str(state)
+
+
+@jobs_ops.register
+def jobs_configure(
+    conn: sqlite3.Connection,
+    queue: str,
+    paused: bool | None,
+    rate_limit: list[Any] | None,
+    set_rate_limit: bool,
+) -> list[Any]:
+    """Pause or resume a queue, set or remove its rate limit (``[limit, period]``);
+    its settings as ``[paused, rate_limit, rate_period]``."""
+    conn.execute(sql.QUEUE_ROW, (queue,))
+    if paused is not None:
+        conn.execute(sql.PAUSE, (int(paused), queue))
+    if set_rate_limit:
+        limit, period = rate_limit if rate_limit is not None else (None, None)
+        conn.execute(sql.SET_RATE_LIMIT, (limit, period, queue))
+    return list(conn.execute(sql.QUEUE, {"queue": queue}).fetchone())
 
 
 @jobs_ops.register

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from .._errors import OneWriterError
 from . import _pg_sql as sql
-from ._model import BACKOFF_CAP
+from ._model import BACKOFF_CAP, TIMEOUT_SLACK
 
 T = TypeVar("T")
 
@@ -47,8 +47,13 @@ _ROW_CONCURRENCY_LIMIT = 11
 _KEYED_TRIES = 5
 
 
-#: The schema's statements (its only semicolons end statements).
-_SCHEMA_STATEMENTS = [s.strip() for s in sql.SCHEMA.split(";") if s.strip()]
+def _split(script: str) -> list[str]:
+    """A script's statements (its only semicolons end statements)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+_SCHEMA_STATEMENTS = _split(sql.SCHEMA)
+_MIGRATIONS = {version: _split(script) for version, script in sql.MIGRATIONS.items()}
 
 
 def _claim_order(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -61,13 +66,24 @@ def _array(json_text: str | None) -> list[Any] | None:
 
 
 def setup() -> Steps[int]:
-    """Create the tables and indexes if missing; how many statements ran."""
+    """Create the tables and indexes if missing, and bring an older schema to the current
+    version (version 1 had no version table); the version."""
     yield Statement(sql.SETUP_LOCK, {})
-    if (yield Statement(sql.SCHEMA_PRESENT, {})).rows[0][0]:
-        return 0
-    for statement in _SCHEMA_STATEMENTS:
-        yield Statement(statement, {})
-    return len(_SCHEMA_STATEMENTS)
+    present, versioned = (yield Statement(sql.SCHEMA_PRESENT, {})).rows[0]
+    version = 0
+    if not present:
+        for statement in _SCHEMA_STATEMENTS:
+            yield Statement(statement, {})
+        version = 1
+    elif not versioned:
+        version = 1
+    else:
+        version = int((yield Statement(sql.SCHEMA_VERSION, {})).rows[0][0])
+    for later in sorted(v for v in _MIGRATIONS if v > version):
+        for statement in _MIGRATIONS[later]:
+            yield Statement(statement, {})
+        version = later
+    return version
 
 
 def enqueue(queue: str, groups: list[list[Any]], keyed: list[dict[str, Any]]) -> Steps[list[Any]]:
@@ -103,14 +119,33 @@ def _insert_keyed(queue: str, job: dict[str, Any]) -> Steps[list[Any]]:
 
 
 def claim(queue: str, worker: str, caps: str, limit: int, lease: float) -> Steps[list[Any]]:
-    """Return expired leases, fire due schedules, then lease up to ``limit`` jobs."""
-    yield Statement(sql.HOUSEKEEPING, {"cap": BACKOFF_CAP})
+    """Return expired leases, fire due schedules, then lease up to ``limit`` jobs (fewer
+    when the queue's rate limit says so)."""
+    housekeeping = yield Statement(sql.HOUSEKEEPING, {"cap": BACKOFF_CAP, "queue": queue})
+    rate_limited = housekeeping.rows[0][2] is not None
+    if rate_limited:
+        limit = yield from _rate_allows(queue, limit)
+        if limit <= 0:
+            return []
     params = {"queue": queue, "worker": worker, "caps": caps, "limit": limit}
-    rows = (yield Statement(sql.CLAIM, {**params, "lease": lease})).rows
+    rows = (yield Statement(sql.CLAIM, {**params, "lease": lease, "slack": TIMEOUT_SLACK})).rows
     if any(row[_ROW_CONCURRENCY_KEY] is not None for row in rows):
         rows = yield from _within_concurrency_limits(rows)
+    if rate_limited and rows:
+        yield Statement(sql.RATE_RECORD, {"queue": queue, "n": len(rows)})
     rows.sort(key=_claim_order)
     return rows
+
+
+def _rate_allows(queue: str, wanted: int) -> Steps[int]:
+    """How many jobs this claim may take: the queue's settings row stays locked until
+    the claim commits, so claims of a rate-limited queue count and record in turn."""
+    locked = (yield Statement(sql.LOCK_RATE, {"queue": queue})).rows
+    if not locked or locked[0][0] is None:
+        return wanted  # the limit was removed meanwhile
+    limit, period = locked[0]
+    used = (yield Statement(sql.RATE_USED, {"queue": queue, "period": period})).rows[0][0]
+    return min(wanted, int(limit) - int(used))
 
 
 def _within_concurrency_limits(rows: list[tuple[Any, ...]]) -> Steps[list[tuple[Any, ...]]]:
@@ -137,21 +172,57 @@ def _within_concurrency_limits(rows: list[tuple[Any, ...]]) -> Steps[list[tuple[
     return [row for row in rows if row[0] not in released]
 
 
-def heartbeat(id: int, token: str, lease: float) -> Steps[float | None]:
-    params = {"id": id, "token": token, "lease": lease}
+def heartbeat(
+    id: int, token: str, lease: float, progress: float | None = None, message: str | None = None
+) -> Steps[float | str | None]:
+    params = {
+        "id": id,
+        "token": token,
+        "lease": lease,
+        "progress": progress,
+        "message": message,
+        "slack": TIMEOUT_SLACK,
+    }
     result = yield Statement(sql.HEARTBEAT, params, alone=True)
-    return None if not result.rows else float(result.rows[0][0])
+    if not result.rows:
+        return None
+    until, state = result.rows[0]
+    return "cancelled" if state == "cancelled" else float(until)
 
 
-def complete(items: str) -> Steps[list[int]]:
-    """``items`` is a JSON array of ``[id, token, result_json]``; the ids that were held."""
+def complete(items: str) -> Steps[list[list[Any]]]:
+    """``items`` is a JSON array of ``[id, token, result_json]``; ``[id, state]`` of the
+    jobs that were held."""
     decoded = json.loads(items)
     params = {
         "ids": [item[0] for item in decoded],
         "tokens": [item[1] for item in decoded],
         "results": [item[2] for item in decoded],
     }
-    return [row[0] for row in (yield Statement(sql.COMPLETE, params, alone=True)).rows]
+    return [[row[0], row[1]] for row in (yield Statement(sql.COMPLETE, params, alone=True)).rows]
+
+
+def cancel(id: int) -> Steps[str | None]:
+    """As the SQLite op: the state the job is in, ``"cancelling"``, or ``None``."""
+    rows = (yield Statement(sql.CANCEL, {"id": id}, alone=True)).rows
+    if not rows:
+        return None
+    state, requested = rows[0]
+    return "cancelling" if state == "running" and requested else str(state)
+
+
+def configure(
+    queue: str, paused: bool | None, rate_limit: list[Any] | None, set_rate_limit: bool
+) -> Steps[list[Any]]:
+    limit, period = rate_limit if rate_limit is not None else (None, None)
+    params = {
+        "queue": queue,
+        "paused": paused,
+        "limit": limit,
+        "period": period,
+        "set_rate": set_rate_limit,
+    }
+    return list((yield Statement(sql.CONFIGURE, params, alone=True)).rows[0])
 
 
 def fail(id: int, token: str, error: str, retry: bool) -> Steps[list[Any] | None]:
@@ -200,7 +271,8 @@ def unschedule(name: str) -> Steps[bool]:
 
 
 def maintain(retention: float, limit: int) -> Steps[dict[str, int]]:
-    reaped, fired = (yield Statement(sql.HOUSEKEEPING, {"cap": BACKOFF_CAP})).rows[0]
+    housekeeping = yield Statement(sql.HOUSEKEEPING, {"cap": BACKOFF_CAP, "queue": None})
+    reaped, fired, _ = housekeeping.rows[0]
     pruned = (yield Statement(sql.PRUNE, {"retention": retention, "limit": limit})).rowcount
     return {"reaped": int(reaped), "fired": int(fired), "pruned": pruned}
 
@@ -220,4 +292,6 @@ PG_OPS: dict[str, Callable[..., Steps[Any]]] = {
     "jobs_schedule": schedule,
     "jobs_unschedule": unschedule,
     "jobs_maintain": maintain,
+    "jobs_cancel": cancel,
+    "jobs_configure": configure,
 }

@@ -1,10 +1,11 @@
 -- The job queue's tables, created idempotently by the jobs_setup op inside the writer's
--- transaction. Times are Unix seconds (UTC) taken from the writer's clock.
+-- transaction. Times are Unix seconds (UTC) taken from the writer's clock. This is the
+-- schema at its current version (onewriter_jobs_schema); the op migrates older ones.
 
 CREATE TABLE IF NOT EXISTS onewriter_jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('ready', 'running', 'done', 'dead')),
+    state TEXT NOT NULL CHECK (state IN ('ready', 'running', 'done', 'dead', 'cancelled')),
     priority INTEGER NOT NULL DEFAULT 0,
     run_at REAL NOT NULL,
     payload TEXT NOT NULL,
@@ -22,7 +23,11 @@ CREATE TABLE IF NOT EXISTS onewriter_jobs (
     error TEXT,
     created_at REAL NOT NULL,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    timeout REAL,
+    progress REAL,
+    message TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 
 -- The claim: equality on queue (state fixed by the partial index), then the claim order.
@@ -59,3 +64,21 @@ CREATE TABLE IF NOT EXISTS onewriter_job_schedules (
     options TEXT NOT NULL,
     next_at REAL NOT NULL
 );
+
+-- Settings of queues that have any: paused (claims take nothing), rate limit.
+CREATE TABLE IF NOT EXISTS onewriter_job_queues (
+    queue TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL DEFAULT 0,
+    rate_limit INTEGER CHECK (rate_limit > 0),
+    rate_period REAL CHECK (rate_period > 0)
+);
+
+-- Claims of rate-limited queues within their period (a sliding window, exact).
+CREATE TABLE IF NOT EXISTS onewriter_job_claims (
+    queue TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS onewriter_job_claims_at ON onewriter_job_claims (queue, at);
+
+-- The version of this schema: older databases are migrated by jobs_setup.
+CREATE TABLE IF NOT EXISTS onewriter_jobs_schema (version INTEGER NOT NULL);

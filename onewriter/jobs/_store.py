@@ -31,7 +31,8 @@ from ._calls import (
     per_minute,
     throughput_params,
 )
-from ._errors import JobNotFound, LeaseLost
+from ._controls import AsyncControls, Controls
+from ._errors import JobNotFound
 from ._model import (
     DEFAULT_BACKOFF,
     DEFAULT_LEASE,
@@ -57,7 +58,8 @@ class Reads:
     """A store's read statements, all with named parameters: ``get`` (``id``),
     ``claimable`` (``queue``, ``caps``, ``now``, ``limit``), ``dead_letters`` (``queue``,
     ``limit``), ``recent`` (``limit``), ``counts``, ``oldest_ready`` (``now``),
-    ``done_since`` and ``done_per_minute`` (``since``). Job rows come in the column order
+    ``done_since`` and ``done_per_minute`` (``since``), ``queue`` (``queue``: its
+    settings) and ``queues`` (every configured queue's). Job rows come in the column order
     of :func:`~onewriter.jobs._model.job_from_row`."""
 
     get: str
@@ -68,6 +70,8 @@ class Reads:
     oldest_ready: str
     done_since: str
     done_per_minute: str
+    queue: str
+    queues: str
 
     @classmethod
     def of(cls, statements: ModuleType) -> Reads:
@@ -75,7 +79,7 @@ class Reads:
         return cls(**{f.name: getattr(statements, f.name.upper()) for f in fields(cls)})
 
 
-class JobStore(ABC):
+class JobStore(Controls, ABC):
     """The queue, from synchronous code, over one store. Thread-safe."""
 
     #: How a long-polling claim with nothing to take backs off between checks.
@@ -120,6 +124,7 @@ class JobStore(ABC):
         concurrency_key: str | None = None,
         concurrency_limit: int | None = None,
         backoff: float = DEFAULT_BACKOFF,
+        timeout: float | None = None,
     ) -> int:
         """Add a job; its id (the existing job's id when ``unique_key`` matches one)."""
         spec = NewJob(
@@ -133,6 +138,7 @@ class JobStore(ABC):
             concurrency_key=concurrency_key,
             concurrency_limit=concurrency_limit,
             backoff=backoff,
+            timeout=timeout,
         )
         return self.enqueue_many(queue, [spec])[0].id
 
@@ -171,15 +177,26 @@ class JobStore(ABC):
                 if woken or self.claimable(queue, caps):
                     break
 
-    def heartbeat(self, job_id: int, token: str, lease: float = DEFAULT_LEASE) -> float:
-        """Extend the lease to ``lease`` seconds from now; the new ``lease_until``."""
-        until = self._write(self._calls.heartbeat_call(job_id, token, lease))
-        return self._calls.heartbeat_result(job_id, until)
+    def heartbeat(
+        self,
+        job_id: int,
+        token: str,
+        lease: float = DEFAULT_LEASE,
+        *,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> float:
+        """Extend the lease to ``lease`` seconds from now (never past the job's timeout),
+        recording ``progress`` (0 to 100) and a short ``message`` if given; the new
+        ``lease_until``. ``CANCELLED`` if the job was cancelled: stop working on it."""
+        call = self._calls.heartbeat_call(job_id, token, lease, progress, message)
+        return self._calls.heartbeat_result(job_id, self._write(call))
 
     def complete(self, job_id: int, token: str, result: Any = None) -> None:
-        """Mark the job done with ``result`` (``LEASE_LOST`` if the token no longer holds)."""
-        if not self.complete_many([(job_id, token, result)])[0]:
-            raise LeaseLost(f"job {job_id}: the lease token no longer holds it")
+        """Mark the job done with ``result`` (``LEASE_LOST`` if the token no longer holds,
+        ``CANCELLED`` if the job was cancelled meanwhile: it ends cancelled)."""
+        call, _ = self._calls.complete_call([(job_id, token, result)])
+        self._calls.complete_one_result(job_id, self._write(call))
 
     def complete_many(self, items: Iterable[tuple[int, str, Any]]) -> list[bool]:
         """Complete ``(id, token, result)`` items in one transaction; which were held."""
@@ -285,10 +302,10 @@ class JobStore(ABC):
         counts = self._read(self._reads.counts)
         oldest = self._read(self._reads.oldest_ready, {"now": now})
         done = self._read(self._reads.done_since, {"since": now - 60.0})
-        return self._calls.stats_result(counts, oldest, done, now)
+        return self._calls.stats_result(counts, oldest, done, self._read(self._reads.queues), now)
 
 
-class AsyncJobStore(ABC):
+class AsyncJobStore(AsyncControls, ABC):
     """The queue, from asyncio code, over one store: the twin of :class:`JobStore`, every
     method a coroutine. Tables are created on first use (or by ``await queue.setup()``)."""
 
@@ -358,6 +375,7 @@ class AsyncJobStore(ABC):
         concurrency_key: str | None = None,
         concurrency_limit: int | None = None,
         backoff: float = DEFAULT_BACKOFF,
+        timeout: float | None = None,
     ) -> int:
         """Add a job; its id (see :meth:`JobStore.enqueue`)."""
         spec = NewJob(
@@ -371,6 +389,7 @@ class AsyncJobStore(ABC):
             concurrency_key=concurrency_key,
             concurrency_limit=concurrency_limit,
             backoff=backoff,
+            timeout=timeout,
         )
         return (await self.enqueue_many(queue, [spec]))[0].id
 
@@ -408,15 +427,25 @@ class AsyncJobStore(ABC):
                 if woken or await self.claimable(queue, caps):
                     break
 
-    async def heartbeat(self, job_id: int, token: str, lease: float = DEFAULT_LEASE) -> float:
-        """Extend the lease; the new ``lease_until``."""
-        until = await self._write(self._calls.heartbeat_call(job_id, token, lease))
-        return self._calls.heartbeat_result(job_id, until)
+    async def heartbeat(
+        self,
+        job_id: int,
+        token: str,
+        lease: float = DEFAULT_LEASE,
+        *,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> float:
+        """Extend the lease, recording progress; the new ``lease_until`` (see
+        :meth:`JobStore.heartbeat`)."""
+        call = self._calls.heartbeat_call(job_id, token, lease, progress, message)
+        return self._calls.heartbeat_result(job_id, await self._write(call))
 
     async def complete(self, job_id: int, token: str, result: Any = None) -> None:
-        """Mark the job done (``LEASE_LOST`` if the token no longer holds)."""
-        if not (await self.complete_many([(job_id, token, result)]))[0]:
-            raise LeaseLost(f"job {job_id}: the lease token no longer holds it")
+        """Mark the job done (``LEASE_LOST`` if the token no longer holds, ``CANCELLED``
+        if it was cancelled meanwhile)."""
+        call, _ = self._calls.complete_call([(job_id, token, result)])
+        self._calls.complete_one_result(job_id, await self._write(call))
 
     async def complete_many(self, items: Iterable[tuple[int, str, Any]]) -> list[bool]:
         """Complete many jobs in one transaction; which were held."""
@@ -523,4 +552,5 @@ class AsyncJobStore(ABC):
         counts = await self._read(self._reads.counts)
         oldest = await self._read(self._reads.oldest_ready, {"now": now})
         done = await self._read(self._reads.done_since, {"since": now - 60.0})
-        return self._calls.stats_result(counts, oldest, done, now)
+        settings = await self._read(self._reads.queues)
+        return self._calls.stats_result(counts, oldest, done, settings, now)

@@ -1,0 +1,37 @@
+-- Version 2 of the job queue's schema on PostgreSQL, applied after _pg_schema.sql (version
+-- 1) to a new database and to one made by an older release alike: cancellation, timeouts,
+-- progress, and queue settings (pause, rate limit).
+
+ALTER TABLE onewriter_jobs DROP CONSTRAINT IF EXISTS onewriter_jobs_state_check;
+
+ALTER TABLE onewriter_jobs ADD CONSTRAINT onewriter_jobs_state_check
+    CHECK (state IN ('ready', 'running', 'done', 'dead', 'cancelled'));
+
+ALTER TABLE onewriter_jobs
+    ADD COLUMN IF NOT EXISTS timeout DOUBLE PRECISION,
+    ADD COLUMN IF NOT EXISTS progress DOUBLE PRECISION,
+    ADD COLUMN IF NOT EXISTS message TEXT,
+    ADD COLUMN IF NOT EXISTS cancel_requested BOOLEAN NOT NULL DEFAULT false;
+
+ALTER TABLE onewriter_job_schedules ADD COLUMN IF NOT EXISTS timeout DOUBLE PRECISION;
+
+-- Settings of queues that have any: paused (claims take nothing), rate limit.
+CREATE TABLE IF NOT EXISTS onewriter_job_queues (
+    queue TEXT PRIMARY KEY,
+    paused BOOLEAN NOT NULL DEFAULT false,
+    rate_limit BIGINT CHECK (rate_limit > 0),
+    rate_period DOUBLE PRECISION CHECK (rate_period > 0)
+);
+
+-- Claims of rate-limited queues within their period (a sliding window, exact: counted
+-- and recorded under the lock of the queue's settings row).
+CREATE TABLE IF NOT EXISTS onewriter_job_claims (
+    queue TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS onewriter_job_claims_at ON onewriter_job_claims (queue, at);
+
+CREATE TABLE IF NOT EXISTS onewriter_jobs_schema (version INTEGER NOT NULL);
+
+INSERT INTO onewriter_jobs_schema (version) VALUES (2);
