@@ -22,6 +22,7 @@ from onewriter.jobs import (
     AsyncJobQueue,
     AsyncJobStore,
     Job,
+    JobCancelled,
     JobNotFound,
     JobQueue,
     JobStore,
@@ -31,7 +32,9 @@ from onewriter.jobs import (
     Worker,
     WorkerOptions,
     jobs_ops,
+    report_progress,
 )
+from onewriter.jobs._model import TIMEOUT_SLACK
 
 STORES = ["sqlite", "postgresql"]
 
@@ -456,6 +459,222 @@ def test_prune_purge_and_stats(queue: JobStore) -> None:
     assert queue.maintain() == {"reaped": 0, "fired": 0, "pruned": 0}
 
 
+# -- cancel, pause, progress, timeouts, rate limits ------------------------------------------
+
+
+def test_cancel_a_ready_or_delayed_job_and_it_never_runs(queue: JobStore) -> None:
+    ready = queue.enqueue("c", "now")
+    later = queue.enqueue("c", "later", delay=0.2)
+    kept = queue.enqueue("c", "kept")
+    assert [queue.cancel(ready), queue.cancel(later)] == ["cancelled", "cancelled"]
+    assert queue.cancel(ready) == "cancelled"
+    time.sleep(0.3)
+    assert [j.id for j in queue.claim("c", limit=10)] == [kept]
+    job = queue.get(later)
+    assert job.state == "cancelled" and job.finished and job.attempts == 0
+    assert job.finished_at is not None
+    assert queue.stats()["queues"]["c"]["cancelled"] == 2
+    with pytest.raises(JobNotFound):
+        queue.cancel(10**9)
+
+
+def test_cancel_a_running_job_tells_its_worker_at_the_next_heartbeat(queue: JobStore) -> None:
+    job_id = queue.enqueue("c", "long")
+    [job] = queue.claim("c")
+    assert queue.cancel(job_id) == "cancelling"
+    seen = queue.get(job_id)
+    assert (seen.state, seen.cancel_requested) == ("running", True)
+    with pytest.raises(JobCancelled):
+        queue.heartbeat(job_id, job.token or "")
+    assert queue.get(job_id).state == "cancelled"
+    with pytest.raises(LeaseLost):
+        queue.complete(job_id, job.token or "", "too late")
+    assert queue.get(job_id).result is None
+
+
+def test_cancel_before_or_after_complete_fail_release_and_lease_expiry(queue: JobStore) -> None:
+    first = queue.enqueue("c", 1)
+    [job] = queue.claim("c")
+    assert queue.cancel(first) == "cancelling"
+    with pytest.raises(JobCancelled):
+        queue.complete(first, job.token or "", "result")
+    assert (queue.get(first).state, queue.get(first).result) == ("cancelled", None)
+
+    done = queue.enqueue("c", 2)
+    [job] = queue.claim("c")
+    queue.complete(done, job.token or "", "kept")
+    assert queue.cancel(done) == "done"
+    assert (queue.get(done).state, queue.get(done).result) == ("done", "kept")
+
+    failing = queue.enqueue("c", 3, max_attempts=5)
+    [job] = queue.claim("c")
+    queue.cancel(failing)
+    assert queue.fail(failing, job.token or "", "boom") == "cancelled"
+
+    released = queue.enqueue("c", 4)
+    [job] = queue.claim("c")
+    queue.cancel(released)
+    assert queue.release([(released, job.token or "")]) == [True]
+    assert queue.get(released).state == "cancelled"
+
+    expiring = queue.enqueue("c", 5, max_attempts=5)
+    [job] = queue.claim("c", lease=0.05)
+    queue.cancel(expiring)
+    time.sleep(0.1)
+    queue.maintain()
+    assert queue.get(expiring).state == "cancelled"
+    assert queue.claim("c") == []
+
+
+def test_cancel_racing_complete_ends_one_way_only(store: Store) -> None:
+    """Two threads on two queue objects: one completes every job, one cancels every job.
+    Each job ends done (its cancel said so, its completion held) or cancelled (its
+    completion was refused): never both, never neither."""
+    worker, operator = store.make(), store.make()
+    ids = [r.id for r in worker.enqueue_many("race", range(60))]
+    claimed = worker.claim("race", limit=60)
+    cancels: dict[int, str] = {}
+    completions: dict[int, bool] = {}
+
+    def complete_all() -> None:
+        for job in claimed:
+            completions[job.id] = worker.complete_many([(job.id, job.token or "", "r")])[0]
+
+    def cancel_all() -> None:
+        for job_id in reversed(ids):
+            cancels[job_id] = operator.cancel(job_id)
+
+    threads = [threading.Thread(target=complete_all), threading.Thread(target=cancel_all)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    outcomes = Counter()
+    for job_id in ids:
+        state = worker.get(job_id).state
+        outcomes[state] += 1
+        if state == "done":
+            assert completions[job_id] and cancels[job_id] == "done"
+        else:
+            assert state == "cancelled" and not completions[job_id]
+            assert cancels[job_id] == "cancelling"
+    assert sum(outcomes.values()) == 60
+
+
+def test_paused_queue_hands_out_nothing_until_resumed(store: Store) -> None:
+    queue, other = store.make(), store.make()
+    job_id = queue.enqueue("p", "held")
+    queue.enqueue("elsewhere", "free")
+    settings = queue.pause("p")
+    assert settings.paused and settings.rate_limit is None
+    assert other.claim("p", limit=5) == [] and not other.claimable("p")
+    assert len(other.claim("elsewhere")) == 1
+    assert other.queue_settings("p").paused
+    assert not other.queue_settings("never-configured").paused
+    stats = other.stats()["queues"]
+    assert stats["p"]["paused"] and not stats["elsewhere"]["paused"]
+    assert not queue.resume("p").paused
+    assert [j.id for j in other.claim("p")] == [job_id]
+
+
+def test_a_paused_queue_wakes_a_waiting_claim_when_resumed(queue: JobStore) -> None:
+    job_id = queue.enqueue("p", "held")
+    queue.pause("p")
+    threading.Timer(0.3, queue.resume, args=("p",)).start()
+    started = time.monotonic()
+    jobs = queue.claim("p", wait=10)
+    assert [j.id for j in jobs] == [job_id]
+    assert 0.2 < time.monotonic() - started < 8
+
+
+def test_progress_and_message_go_with_the_heartbeat(queue: JobStore) -> None:
+    job_id = queue.enqueue("g", "big")
+    [job] = queue.claim("g")
+    queue.heartbeat(job_id, job.token or "", progress=40, message="frames 40/100")
+    queue.heartbeat(job_id, job.token or "", progress=55.5)
+    seen = queue.get(job_id)
+    assert (seen.progress, seen.message) == (55.5, "frames 40/100")
+    for bad in ({"progress": 101}, {"progress": -1}, {"message": "x" * 600}):
+        with pytest.raises(onewriter.BadRequest):
+            queue.heartbeat(job_id, job.token or "", **bad)
+    queue.complete(job_id, job.token or "")
+    again = queue.enqueue("g", "again")
+    [job] = queue.claim("g")
+    assert job.id == again and job.progress is None
+
+
+def test_timeout_bounds_the_lease_and_says_so_when_it_ends(queue: JobStore) -> None:
+    job_id = queue.enqueue("t", "slow", timeout=0.1, max_attempts=2, backoff=0)
+    [job] = queue.claim("t", lease=60)
+    assert job.timeout == 0.1
+    assert job.lease_until is not None and job.started_at is not None
+    assert job.lease_until <= job.started_at + 0.1 + TIMEOUT_SLACK + 0.01
+    until = queue.heartbeat(job_id, job.token or "", lease=60)
+    assert until <= job.started_at + 0.1 + TIMEOUT_SLACK + 0.01
+    time.sleep(until - time.time() + 0.05)
+    queue.maintain()
+    seen = queue.get(job_id)
+    assert seen.state == "ready" and seen.error is not None
+    assert seen.error.startswith("timed out: ran past its timeout of 0.1")
+
+
+def test_rate_limit_caps_claims_in_any_period(store: Store) -> None:
+    queue, other = store.make(), store.make()
+    queue.enqueue_many("r", range(20))
+    settings = queue.set_rate_limit("r", 3, 0.5)
+    assert settings.rate_limit is not None and settings.rate_limit.to_dict() == {
+        "limit": 3,
+        "period": 0.5,
+    }
+    assert len(queue.claim("r", limit=10)) == 3
+    assert other.claim("r", limit=10) == []
+    time.sleep(0.55)
+    assert len(other.claim("r", limit=2)) == 2
+    assert len(queue.claim("r", limit=10)) == 1
+    assert other.queue_settings("r").rate_limit == settings.rate_limit
+    assert other.stats()["queues"]["r"]["rate_limit"] == {"limit": 3, "period": 0.5}
+    assert queue.set_rate_limit("r", None).rate_limit is None
+    assert len(other.claim("r", limit=20)) == 14
+    for bad in ((0, 1.0), (3, 0), (3, -1)):
+        with pytest.raises(onewriter.BadRequest):
+            queue.set_rate_limit("r", *bad)
+
+
+V1_SQLITE_SCHEMA = (Path(__file__).parent / "data" / "jobs_schema_v1.sql").read_text()
+
+
+def test_a_version_1_database_is_migrated_with_its_jobs(store: Store) -> None:
+    if store.kind == "sqlite":
+        script = V1_SQLITE_SCHEMA
+    else:
+        from onewriter.jobs import _pg_sql
+
+        script = _pg_sql.SCHEMA
+    for statement in script.split(";"):
+        if statement.strip():
+            store.execute(statement)
+    old = (
+        "INSERT INTO onewriter_jobs (id, queue, state, priority, run_at, payload, "
+        "max_attempts, backoff, created_at) VALUES (?, 'old', ?, 0, 0, '\"p\"', 3, 1, 0)"
+    )
+    store.execute(old, (7, "ready"))
+    store.execute(old, (41, "done"))
+    store.execute("DELETE FROM onewriter_jobs WHERE id = 41")
+    queue = store.make()
+    store.make()  # a second setup finds the current version
+    assert queue.get(7).state == "ready" and queue.get(7).timeout is None
+    [job] = queue.claim("old")
+    assert queue.cancel(7) == "cancelling"
+    with pytest.raises(JobCancelled):
+        queue.heartbeat(7, job.token or "", progress=10)
+    new = queue.enqueue("old", "new", timeout=5)
+    if store.kind == "sqlite":
+        assert new > 41  # ids of deleted jobs are not handed out again
+    assert queue.get(new).timeout == 5
+    queue.pause("old")
+    assert queue.claim("old") == []
+
+
 # -- the asyncio twins and the worker runner, on every store ----------------------------------
 
 
@@ -506,6 +725,62 @@ def test_worker_runner_over_the_store(store: Store) -> None:
     assert transient.error == "RuntimeError: try again"
     assert (fatal.state, fatal.attempts) == ("dead", 1)
     assert worker.stats.completed == 3 and worker.stats.failed == 3
+
+
+def _stoppable(job: Job) -> str:
+    """A sync handler that reports progress and runs until stopped (or 30 s)."""
+    report_progress(10, f"started {job.payload}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "ran to the end"
+
+
+async def _stoppable_async(job: Job) -> str:
+    report_progress(10, f"started {job.payload}")
+    await asyncio.sleep(30)
+    return "ran to the end"
+
+
+@pytest.mark.parametrize("handler", [_stoppable, _stoppable_async], ids=["sync", "async"])
+def test_worker_stops_a_handler_when_its_job_is_cancelled_or_times_out(
+    store: Store, handler: Callable[[Job], Any]
+) -> None:
+    async def main() -> tuple[Job, Job, Job, Worker, float]:
+        async with store.open_async() as make:
+            queue = make()
+            cancelled = await queue.enqueue("stop", "cancel me")
+            timed_out = await queue.enqueue("stop", "too slow", timeout=0.5, max_attempts=1)
+            options = WorkerOptions(queue="stop", concurrency=2, wait=0.2, lease=1.5)
+            worker = Worker(queue, handler, options)
+            running = asyncio.create_task(worker.run())
+            try:
+                for _ in range(200):
+                    progress = await queue.get(cancelled)
+                    if progress.progress is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                started = time.monotonic()
+                assert await queue.cancel(cancelled) == "cancelling"
+                stopped = await queue.wait(cancelled, timeout=20)
+                took = time.monotonic() - started
+                dead = await queue.wait(timed_out, timeout=20)
+                after = await queue.enqueue("stop", "after")
+                await asyncio.sleep(0.3)
+                await queue.cancel(after)
+                return progress, stopped, dead, worker, took
+            finally:
+                worker.stop()
+                await asyncio.wait_for(running, 30)
+
+    progress, cancelled, timed_out, worker, took = asyncio.run(main())
+    assert (progress.progress, progress.message) == (10, "started cancel me")
+    assert cancelled.state == "cancelled" and cancelled.result is None
+    assert took < 5  # told at the next heartbeat (every lease/3 = 0.5 s), not after 30 s
+    assert timed_out.state == "dead"
+    assert timed_out.error == "TimeoutError: the handler ran past the job's timeout of 0.5 s"
+    assert worker.stats.cancelled == 2 and worker.stats.timed_out == 1
+    assert worker.stats.completed == 0
 
 
 # -- PostgreSQL only ------------------------------------------------------------------------

@@ -148,7 +148,8 @@ SELECT count(*) FROM onewriter_jobs WHERE concurrency_key = %(key)s AND state = 
 RELEASE = f"""
 UPDATE onewriter_jobs
 SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END,
-    finished_at = CASE WHEN cancel_requested THEN {_NOW} END, attempts = greatest(attempts - 1, 0), token = NULL, lease_until = NULL,
+    finished_at = CASE WHEN cancel_requested THEN {_NOW} END,
+    attempts = greatest(attempts - 1, 0), token = NULL, lease_until = NULL,
     started_at = NULL, run_at = least(run_at, {_NOW})
 WHERE id = %(id)s AND token = %(token)s AND state = 'running'
 """
@@ -159,7 +160,8 @@ RELEASE_MANY = f"""
 WITH changed AS (
     UPDATE onewriter_jobs AS j
     SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'ready' END,
-        finished_at = CASE WHEN j.cancel_requested THEN {_NOW} END, attempts = greatest(j.attempts - 1, 0), token = NULL,
+        finished_at = CASE WHEN j.cancel_requested THEN {_NOW} END,
+        attempts = greatest(j.attempts - 1, 0), token = NULL,
         lease_until = NULL, started_at = NULL, run_at = least(j.run_at, {_NOW})
     FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS i(id, token)
     WHERE j.id = i.id AND j.token = i.token AND j.state = 'running'

@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 
 from .._errors import ERRORS_BY_CODE, OneWriterError, WriterUnavailable
-from ._errors import JobNotFound, LeaseLost
+from ._errors import JobCancelled, JobNotFound, LeaseLost
 from ._model import DEFAULT_LEASE, Enqueued, Job, NewJob, State
 
 _CODES: dict[str, type[OneWriterError]] = {
     **ERRORS_BY_CODE,
     LeaseLost.code: LeaseLost,
+    JobCancelled.code: JobCancelled,
     JobNotFound.code: JobNotFound,
 }
 
@@ -183,8 +184,21 @@ class RemoteQueue:
         data = await self._call("POST", f"/queues/{queue}/claim", body, timeout=self.timeout + wait)
         return [Job.from_dict(j) for j in data["jobs"]]
 
-    async def heartbeat(self, job_id: int, token: str, lease: float = DEFAULT_LEASE) -> float:
-        body = {"token": token, "lease": lease}
+    async def heartbeat(
+        self,
+        job_id: int,
+        token: str,
+        lease: float = DEFAULT_LEASE,
+        *,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> float:
+        """Extend the lease, with progress if given (``CANCELLED``: stop working on it)."""
+        body: dict[str, Any] = {"token": token, "lease": lease}
+        if progress is not None:
+            body["progress"] = progress
+        if message is not None:
+            body["message"] = message
         data = await self._call("POST", f"/jobs/{job_id}/heartbeat", body)
         return float(data["lease_until"])
 

@@ -99,7 +99,7 @@ class JobStore(Controls, ABC):
     def _read(self, statement: str, params: dict[str, Any] | None = None) -> list[Any]:
         """Run one read; its rows."""
 
-    def _before_waiting(self) -> None:  # noqa: B027 - an optional hook
+    def _before_waiting(self) -> None:
         """Called when a claim is about to wait (a store may start listening then)."""
 
     @property
@@ -327,10 +327,10 @@ class AsyncJobStore(AsyncControls, ABC):
     async def _read(self, statement: str, params: dict[str, Any] | None = None) -> list[Any]:
         """Run one read; its rows."""
 
-    async def _open(self) -> None:  # noqa: B027 - an optional hook
+    async def _open(self) -> None:
         """Get ready to run writes (before the tables are set up)."""
 
-    def _before_waiting(self) -> None:  # noqa: B027 - an optional hook
+    def _before_waiting(self) -> None:
         """Called when a claim is about to wait (a store may start listening then)."""
 
     @abstractmethod
