@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -31,6 +32,8 @@ from onewriter.jobs import (
     PermanentError,
     Worker,
     WorkerOptions,
+    enqueue_in,
+    enqueue_in_async,
     jobs_ops,
     report_progress,
 )
@@ -42,7 +45,22 @@ STORES = ["sqlite", "postgresql"]
 def _ops() -> onewriter.Ops:
     ops = onewriter.Ops()
     ops.include(jobs_ops)
+    ops.include(app_ops)
     return ops
+
+
+app_ops = onewriter.Ops()
+
+
+@app_ops.register
+def place_order(conn: sqlite3.Connection, item: str, fail: bool) -> int:
+    """An application's op: its row and its job commit together, or neither does."""
+    conn.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, item TEXT)")
+    order = conn.execute("INSERT INTO orders (item) VALUES (?) RETURNING id", (item,)).fetchone()
+    job_id = enqueue_in(conn, "orders", {"order": order[0]}, max_attempts=5)
+    if fail:
+        raise ValueError("payment refused")
+    return job_id
 
 
 class Store:
@@ -526,6 +544,24 @@ def test_cancel_before_or_after_complete_fail_release_and_lease_expiry(queue: Jo
     assert queue.claim("c") == []
 
 
+def test_retry_runs_a_cancelled_or_dead_job_again(queue: JobStore) -> None:
+    cancelled = queue.enqueue("again", "c", unique_key="k")
+    queue.cancel(cancelled)
+    dead = queue.enqueue("again", "d", max_attempts=1)
+    [job] = queue.claim("again")
+    queue.fail(dead, job.token or "", "boom")
+    holder = queue.enqueue("again", "live", unique_key="k")
+    assert not queue.retry(cancelled)  # its unique key is taken by a live job
+    assert queue.retry(dead) and not queue.retry(dead)
+    claimed = queue.claim("again", limit=5)
+    assert {j.id for j in claimed} == {dead, holder}
+    for job in claimed:
+        queue.complete(job.id, job.token or "")
+    assert queue.retry(cancelled)
+    job = queue.get(cancelled)
+    assert (job.state, job.attempts, job.cancel_requested) == ("ready", 0, False)
+
+
 def test_cancel_racing_complete_ends_one_way_only(store: Store) -> None:
     """Two threads on two queue objects: one completes every job, one cancels every job.
     Each job ends done (its cancel said so, its completion held) or cancelled (its
@@ -725,6 +761,54 @@ def test_worker_runner_over_the_store(store: Store) -> None:
     assert transient.error == "RuntimeError: try again"
     assert (fatal.state, fatal.attempts) == ("dead", 1)
     assert worker.stats.completed == 3 and worker.stats.failed == 3
+
+
+def test_enqueue_in_the_callers_transaction_commits_or_rolls_back_with_it(store: Store) -> None:
+    queue = store.make()
+    if store.db is not None:
+        committed = store.db.write(place_order, item="book", fail=False)
+        with pytest.raises(onewriter.OpFailed, match="payment refused"):
+            store.db.write(place_order, item="lamp", fail=True)
+        orders = store.db.read("SELECT item FROM orders")
+        with pytest.raises(onewriter.BadRequest, match="running op"):
+            enqueue_in(sqlite3.connect(":memory:"), "orders", 1)
+    else:
+        import psycopg
+
+        with psycopg.connect(store.url) as conn:
+            conn.execute("CREATE TABLE orders (id serial PRIMARY KEY, item text)")
+            conn.commit()
+            for item, fail in (("book", False), ("lamp", True)):
+                try:
+                    with conn.transaction():
+                        row = conn.execute(
+                            "INSERT INTO orders (item) VALUES (%s) RETURNING id", (item,)
+                        ).fetchone()
+                        assert row is not None
+                        job_id = enqueue_in(conn, "orders", {"order": row[0]}, max_attempts=5)
+                        if fail:
+                            raise ValueError("payment refused")
+                        committed = job_id
+                except ValueError:
+                    pass
+            orders = conn.execute("SELECT item FROM orders").fetchall()
+        with (
+            psycopg.connect(store.url, autocommit=True) as conn,
+            pytest.raises(onewriter.BadRequest, match="inside a transaction"),
+        ):
+            enqueue_in(conn, "orders", 1)
+
+        async def in_async() -> int:
+            conn = await psycopg.AsyncConnection.connect(store.url)
+            async with conn, conn.transaction():
+                return await enqueue_in_async(conn, "orders", {"order": 0})
+
+        assert asyncio.run(in_async()) > committed
+    assert [tuple(r) for r in orders] == [("book",)]
+    claimed = queue.claim("orders", limit=10)
+    first = claimed[0]
+    assert (first.id, first.payload["order"], first.max_attempts) == (committed, 1, 5)
+    assert len(claimed) == (1 if store.db is not None else 2)
 
 
 def _stoppable(job: Job) -> str:

@@ -23,6 +23,7 @@ from ._ops import jobs_ops
 from ._queue import JobQueue
 from ._sql import SCHEMA
 from ._store import AsyncJobStore, JobStore
+from ._transactional import enqueue_in, enqueue_in_async, enqueue_many_in
 from ._worker import PermanentError, Worker, WorkerOptions, WorkerStats
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ __all__ = [
     "WorkerOptions",
     "WorkerStats",
     "create_app",
+    "enqueue_in",
+    "enqueue_in_async",
+    "enqueue_many_in",
     "jobs_ops",
     "report_progress",
 ]

@@ -133,6 +133,12 @@ class Calls:
         return ops.jobs_cancel, {"id": job_id}
 
     @staticmethod
+    def retry_call(job_id: int) -> Call:
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            raise BadRequest("a job id must be an integer")
+        return ops.jobs_retry, {"id": job_id}
+
+    @staticmethod
     def cancel_result(job_id: int, state: str | None) -> str:
         if state is None:
             raise JobNotFound(f"no job {job_id}")

@@ -38,6 +38,14 @@ class Controls:
         job stays as it was: its state (``"done"``, ``"dead"``, ``"cancelled"``)."""
         return self._calls.cancel_result(job_id, self._write(self._calls.cancel_call(job_id)))
 
+    def retry(self, job_id: int) -> bool:
+        """Run a dead or cancelled job again, with fresh attempts; whether it moved (not
+        when it is in another state, or a live job holds its unique key)."""
+        queue = self._write(self._calls.retry_call(job_id))
+        if queue is not None:
+            self._waker.notify(queue)
+        return queue is not None
+
     def pause(self, queue: str) -> QueueSettings:
         """Stop handing out the queue's jobs (claims get none) until :meth:`resume`;
         running jobs go on. Stored, so it survives restarts of every process."""
@@ -90,6 +98,13 @@ class AsyncControls:
         """Cancel a job (see :meth:`Controls.cancel`)."""
         state = await self._write(self._calls.cancel_call(job_id))
         return self._calls.cancel_result(job_id, state)
+
+    async def retry(self, job_id: int) -> bool:
+        """Run a dead or cancelled job again (see :meth:`Controls.retry`)."""
+        queue = await self._write(self._calls.retry_call(job_id))
+        if queue is not None:
+            self._waker.notify(queue)
+        return queue is not None
 
     async def pause(self, queue: str) -> QueueSettings:
         """Stop handing out the queue's jobs until :meth:`resume`."""

@@ -241,6 +241,14 @@ def jobs_cancel(conn: sqlite3.Connection, id: int) -> str | None:
 
 
 @jobs_ops.register
+def jobs_retry(conn: sqlite3.Connection, id: int) -> str | None:
+    """Run a dead or cancelled job again with fresh attempts; its queue, or ``None`` when
+    it is not dead or cancelled (or a live job holds its unique key)."""
+    row = conn.execute(sql.RETRY, {"id": id, "now": time.time()}).fetchone()
+    return None if row is None else str(row[0])
+
+
+@jobs_ops.register
 def jobs_configure(
     conn: sqlite3.Connection,
     queue: str,

@@ -211,6 +211,11 @@ def cancel(id: int) -> Steps[str | None]:
     return "cancelling" if state == "running" and requested else str(state)
 
 
+def retry(id: int) -> Steps[str | None]:
+    rows = (yield Statement(sql.RETRY, {"id": id}, alone=True)).rows
+    return None if not rows else str(rows[0][0])
+
+
 def configure(
     queue: str, paused: bool | None, rate_limit: list[Any] | None, set_rate_limit: bool
 ) -> Steps[list[Any]]:
@@ -293,5 +298,6 @@ PG_OPS: dict[str, Callable[..., Steps[Any]]] = {
     "jobs_unschedule": unschedule,
     "jobs_maintain": maintain,
     "jobs_cancel": cancel,
+    "jobs_retry": retry,
     "jobs_configure": configure,
 }

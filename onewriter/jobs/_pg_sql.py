@@ -324,6 +324,22 @@ INSERT INTO onewriter_job_claims (queue, at)
 SELECT %(queue)s, {_CLOCK} FROM generate_series(1, %(n)s)
 """
 
+#: Run a dead or cancelled job again, with fresh attempts (not while a live job holds its
+#: unique key); its queue is notified.
+RETRY = f"""
+WITH changed AS (
+    UPDATE onewriter_jobs AS j
+    SET state = 'ready', attempts = 0, run_at = {_NOW}, finished_at = NULL, token = NULL,
+        lease_until = NULL, cancel_requested = false, progress = NULL, message = NULL
+    WHERE j.id = %(id)s AND j.state IN ('dead', 'cancelled')
+      AND (j.unique_key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM onewriter_jobs AS l
+            WHERE l.queue = j.queue AND l.unique_key = j.unique_key
+              AND l.state IN ('ready', 'running')))
+    RETURNING j.queue)
+SELECT changed.queue FROM changed {_NOTIFY_EACH}
+"""
+
 PURGE = """
 DELETE FROM onewriter_jobs
 WHERE state = ANY(%(states)s::text[]) AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)

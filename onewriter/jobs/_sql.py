@@ -190,6 +190,16 @@ WHERE id = :id
 RETURNING state, cancel_requested
 """
 
+#: Run a dead or cancelled job again, with fresh attempts (``OR IGNORE``: not while a live
+#: job holds its unique key).
+RETRY = """
+UPDATE OR IGNORE onewriter_jobs
+SET state = 'ready', attempts = 0, run_at = :now, finished_at = NULL, token = NULL,
+    lease_until = NULL, cancel_requested = 0, progress = NULL, message = NULL
+WHERE id = :id AND state IN ('dead', 'cancelled')
+RETURNING queue
+"""
+
 PURGE = """
 DELETE FROM onewriter_jobs
 WHERE state IN (SELECT value FROM json_each(:states)) AND (:queue IS NULL OR queue = :queue)
