@@ -458,6 +458,7 @@ def test_prune_purge_and_stats(queue: JobStore) -> None:
     queue.fail(jobs[2].id, jobs[2].token or "", "bad", retry=False)
     stats = queue.stats()
     assert stats["queues"]["q"] | {"oldest_ready_age": 0} == {
+        "waiting": 0,
         "ready": 1,
         "running": 0,
         "done": 2,
@@ -474,7 +475,7 @@ def test_prune_purge_and_stats(queue: JobStore) -> None:
     assert queue.prune(retention=0) == 2
     assert queue.purge("q", states=["dead"]) == 1
     assert [j.id for j in queue.claim("q", limit=10)] == [ids[3]]
-    assert queue.maintain() == {"reaped": 0, "fired": 0, "pruned": 0}
+    assert queue.maintain() == {"reaped": 0, "fired": 0, "resolved": 0, "pruned": 0}
 
 
 # -- cancel, pause, progress, timeouts, rate limits ------------------------------------------
@@ -560,6 +561,100 @@ def test_retry_runs_a_cancelled_or_dead_job_again(queue: JobStore) -> None:
     assert queue.retry(cancelled)
     job = queue.get(cancelled)
     assert (job.state, job.attempts, job.cancel_requested) == ("ready", 0, False)
+
+
+def test_a_job_waits_until_all_its_parents_are_done(store: Store) -> None:
+    queue, other = store.make(), store.make()
+    a, b = (r.id for r in queue.enqueue_many("dep", ["a", "b"]))
+    child = queue.enqueue("dep", "child", depends_on=[b, a], priority=10)
+    seen = queue.get(child)
+    assert (seen.state, seen.depends_on, seen.on_parent_failure) == ("waiting", (a, b), "cancel")
+    first = queue.claim("dep", limit=10)
+    assert {j.id for j in first} == {a, b}
+    queue.complete(a, next(j for j in first if j.id == a).token or "")
+    assert other.claim("dep") == [] and queue.get(child).state == "waiting"
+    queue.complete(b, next(j for j in first if j.id == b).token or "", "b's result")
+    [job] = other.claim("dep")
+    assert job.id == child and job.depends_on == (a, b)
+    assert queue.stats()["queues"]["dep"]["waiting"] == 0
+    done_parent = queue.enqueue("dep", "ready at once", depends_on=[a])
+    assert queue.get(done_parent).state == "ready"
+    with pytest.raises(JobNotFound, match="999999"):
+        queue.enqueue("dep", "orphan", depends_on=[a, 999999])
+
+
+def test_a_dead_parent_cancels_its_children_down_the_tree_or_lets_them_run(
+    queue: JobStore,
+) -> None:
+    parent = queue.enqueue("dep", "parent", max_attempts=1)
+    cancelled = queue.enqueue("dep", "child", depends_on=[parent])
+    runs = queue.enqueue("dep", "runs anyway", depends_on=[parent], on_parent_failure="run")
+    grandchild = queue.enqueue("dep", "grandchild", depends_on=[cancelled])
+    [job] = queue.claim("dep", lease=0.05)  # its worker dies: the lease runs out
+    assert job.id == parent
+    time.sleep(0.1)
+    [job] = queue.claim("dep")
+    assert job.id == runs and queue.get(parent).state == "dead"
+    queue.maintain()
+    for job_id, error in ((cancelled, f"parent job {parent} ended dead"),
+                          (grandchild, f"parent job {cancelled} ended cancelled")):  # fmt: skip
+        seen = queue.get(job_id)
+        assert (seen.state, seen.error) == ("cancelled", error)
+    late = queue.enqueue("dep", "late", depends_on=[parent])
+    assert queue.get(late).state == "cancelled"
+    waiting = queue.enqueue("dep", "cancel me", depends_on=[runs])
+    assert queue.cancel(waiting) == "cancelled"
+
+
+def test_children_released_once_while_instances_finish_parents_together(store: Store) -> None:
+    """Three threads, each with its own queue object (its own connections), claim and
+    complete parents at once; every child of many parents becomes ready exactly once."""
+    queue = store.make()
+    parents = [r.id for r in queue.enqueue_many("tree", range(30))]
+    children = [
+        queue.enqueue("leaves", f"child {i}", depends_on=parents[i % 10 :: 10]) for i in range(10)
+    ]
+    batch = queue.enqueue_batch("tree", range(12), NewJob(payload="all"), callback_queue="leaves")
+
+    def finish_parents(instance: JobStore) -> None:
+        while jobs := instance.claim("tree", limit=2):
+            instance.complete_many([(j.id, j.token or "", None) for j in jobs])
+
+    threads = [threading.Thread(target=finish_parents, args=(store.make(),)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    claimed = [j.id for j in queue.claim("leaves", limit=100)]
+    assert sorted(claimed) == sorted([*children, batch.callback])
+    assert queue.stats()["queues"]["leaves"]["waiting"] == 0
+
+
+def test_a_batch_callback_runs_once_every_job_has_finished(queue: JobStore) -> None:
+    batch = queue.enqueue_batch(
+        "pages",
+        ["p1", "p2", NewJob(payload="p3", max_attempts=1)],
+        NewJob(payload="assemble", priority=5),
+        callback_queue="books",
+    )
+    ids = [r.id for r in batch.jobs]
+    assert queue.get(batch.callback).state == "waiting"
+    jobs = queue.claim("pages", limit=10)
+    for job in jobs:
+        if job.payload == "p3":
+            queue.fail(job.id, job.token or "", "torn")
+        else:
+            queue.complete(job.id, job.token or "", job.payload.upper())
+    [callback] = queue.claim("books")
+    assert callback.id == batch.callback and sorted(callback.depends_on) == sorted(ids)
+    parents = [queue.get(i) for i in callback.depends_on]
+    assert sorted((p.state, p.result) for p in parents) == [
+        ("dead", None),
+        ("done", "P1"),
+        ("done", "P2"),
+    ]
+    with pytest.raises(onewriter.BadRequest):
+        queue.enqueue_batch("pages", [], NewJob(payload="nothing to wait for"))
 
 
 def test_cancel_racing_complete_ends_one_way_only(store: Store) -> None:

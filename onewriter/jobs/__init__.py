@@ -16,13 +16,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._async_queue import AsyncJobQueue
+from ._async_store import AsyncJobStore
 from ._attempt import JobStopped, report_progress
 from ._errors import JobCancelled, JobNotFound, LeaseLost
-from ._model import Enqueued, Job, NewJob, QueueSettings, RateLimit, State
+from ._model import Batch, Enqueued, Job, NewJob, QueueSettings, RateLimit, State
 from ._ops import jobs_ops
 from ._queue import JobQueue
 from ._sql import SCHEMA
-from ._store import AsyncJobStore, JobStore
+from ._store import JobStore
 from ._transactional import enqueue_in, enqueue_in_async, enqueue_many_in
 from ._worker import PermanentError, Worker, WorkerOptions, WorkerStats
 
@@ -36,6 +37,7 @@ __all__ = [
     "AsyncJobQueue",
     "AsyncJobStore",
     "AsyncPgJobQueue",
+    "Batch",
     "Enqueued",
     "Job",
     "JobCancelled",

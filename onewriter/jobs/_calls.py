@@ -3,6 +3,7 @@ and the reading of results and rows."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -61,9 +62,27 @@ class Calls:
         self.retention = retention
         self.worker = worker or default_worker_name()
 
-    def enqueue_call(self, queue: str, jobs: Iterable[NewJob | Any]) -> tuple[Call, Layout]:
+    def enqueue_call(
+        self,
+        queue: str,
+        jobs: Iterable[NewJob | Any],
+        callback: NewJob | None = None,
+        callback_queue: str | None = None,
+    ) -> tuple[Call, Layout]:
         groups, keyed, layout = encode_batch(jobs, self.payload_limit)
-        kwargs = {"queue": check_queue_name(queue), "groups": groups, "keyed": keyed}
+        kwargs: dict[str, Any] = {
+            "queue": check_queue_name(queue),
+            "groups": groups,
+            "keyed": keyed,
+        }
+        if callback is not None:
+            if callback.depends_on:
+                raise BadRequest("a batch's callback depends on the batch's jobs only")
+            if not layout:
+                raise BadRequest("a batch needs at least one job")
+            encoded = encode_new_job(callback, self.payload_limit)
+            target = check_queue_name(queue if callback_queue is None else callback_queue)
+            kwargs["callback"] = {**encoded, "queue": target, "on_parent_failure": "run"}
         return (ops.jobs_enqueue, kwargs), layout
 
     def claim_call(
@@ -209,6 +228,8 @@ class Calls:
             raise BadRequest("a schedule needs a non-empty name")
         if isinstance(every, bool) or not isinstance(every, int | float) or every <= 0:
             raise BadRequest("every must be a positive number of seconds")
+        if options.get("depends_on"):
+            raise BadRequest("a periodic job cannot depend on other jobs")
         job = encode_new_job(NewJob(payload=payload, **options), self.payload_limit)
         text = job.pop("payload")
         return ops.jobs_schedule, {
@@ -253,6 +274,23 @@ class Calls:
             "throughput_per_s": round(done_minute / 60.0, 3),
             "time": now,
         }
+
+
+def parents_params(jobs: Sequence[NewJob | Any]) -> dict[str, Any] | None:
+    """The ``existing`` read's parameters for the parents ``jobs`` name, if any."""
+    ids = {p for job in jobs if isinstance(job, NewJob) for p in job.depends_on}
+    if not ids:
+        return None
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise BadRequest("depends_on must be a list of job ids")
+    return {"ids": dumps(sorted(ids))}
+
+
+def check_parents(params: dict[str, Any], rows: list[Any]) -> None:
+    """``NOT_FOUND`` for a parent that does not exist (before anything is written)."""
+    missing = sorted(set(json.loads(params["ids"])) - {row[0] for row in rows})
+    if missing:
+        raise JobNotFound(f"depends_on names no job {', '.join(map(str, missing))}")
 
 
 def throughput_params(minutes: int) -> dict[str, Any]:

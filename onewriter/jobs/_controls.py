@@ -1,14 +1,16 @@
-"""What an operator does to jobs and queues, over any store: cancel a job, pause and
-resume a queue, set its rate limit, read its settings. Mixed into
+"""What goes beyond enqueue and claim, over any store: batches with a callback, cancel
+and retry a job, pause and resume a queue, set its rate limit, read its settings. Mixed
+into
 :class:`~onewriter.jobs.JobStore` and :class:`~onewriter.jobs.AsyncJobStore`, whose two
 primitives (``_write``, ``_read``) they use."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._calls import Call, Calls
-from ._model import QueueSettings, check_queue_name
+from ._calls import Call, Calls, check_parents, parents_params
+from ._model import Batch, NewJob, QueueSettings, check_queue_name, decode_batch
 
 if TYPE_CHECKING:
     from ._store import Reads
@@ -30,6 +32,25 @@ class Controls:
         def _write(self, call: Call) -> Any: ...
 
         def _read(self, statement: str, params: dict[str, Any] | None = None) -> list[Any]: ...
+
+    def enqueue_batch(
+        self,
+        queue: str,
+        jobs: Iterable[NewJob | Any],
+        callback: NewJob,
+        *,
+        callback_queue: str | None = None,
+    ) -> Batch:
+        """Add ``jobs`` and a ``callback`` job (to ``callback_queue``, default the same)
+        that runs once all of them have finished, however they ended (its
+        ``depends_on`` lists them: it can read their results), in one transaction."""
+        jobs = list(jobs)
+        if (params := parents_params(jobs)) is not None:
+            check_parents(params, self._read(self._reads.existing, params))
+        call, layout = self._calls.enqueue_call(queue, jobs, callback, callback_queue)
+        result = self._write(call)
+        self._waker.notify(queue)
+        return Batch(decode_batch(result, layout), int(result[2]))
 
     def cancel(self, job_id: int) -> str:
         """Cancel a job. ``"cancelled"``: it was waiting and will never run.
@@ -93,6 +114,24 @@ class AsyncControls:
         async def _read(
             self, statement: str, params: dict[str, Any] | None = None
         ) -> list[Any]: ...
+
+    async def enqueue_batch(
+        self,
+        queue: str,
+        jobs: Iterable[NewJob | Any],
+        callback: NewJob,
+        *,
+        callback_queue: str | None = None,
+    ) -> Batch:
+        """Add ``jobs`` and a callback run once all have finished (see
+        :meth:`Controls.enqueue_batch`)."""
+        jobs = list(jobs)
+        if (params := parents_params(jobs)) is not None:
+            check_parents(params, await self._read(self._reads.existing, params))
+        call, layout = self._calls.enqueue_call(queue, jobs, callback, callback_queue)
+        result = await self._write(call)
+        self._waker.notify(queue)
+        return Batch(decode_batch(result, layout), int(result[2]))
 
     async def cancel(self, job_id: int) -> str:
         """Cancel a job (see :meth:`Controls.cancel`)."""

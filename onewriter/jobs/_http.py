@@ -24,6 +24,7 @@ from .._database import connect_async
 from .._errors import BadRequest, OneWriterError
 from .._ops import Ops
 from ._async_queue import AsyncJobQueue
+from ._async_store import AsyncJobStore
 from ._http_io import (
     OPEN,
     PRODUCER,
@@ -39,7 +40,7 @@ from ._metrics import HttpMetrics, render
 from ._model import DEFAULT_LEASE, Job
 from ._openapi import openapi_schema
 from ._ops import jobs_ops
-from ._store import AsyncJobStore, is_postgres_url
+from ._store import is_postgres_url
 from ._ui import PAGE
 
 log = logging.getLogger("onewriter.jobs.http")

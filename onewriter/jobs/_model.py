@@ -11,8 +11,8 @@ from typing import Any, Literal, NamedTuple
 
 from .._errors import BadRequest, TooLarge
 
-State = Literal["ready", "running", "done", "dead", "cancelled"]
-STATES: tuple[State, ...] = ("ready", "running", "done", "dead", "cancelled")
+State = Literal["waiting", "ready", "running", "done", "dead", "cancelled"]
+STATES: tuple[State, ...] = ("waiting", "ready", "running", "done", "dead", "cancelled")
 FINISHED: frozenset[str] = frozenset({"done", "dead", "cancelled"})
 
 DEFAULT_PAYLOAD_LIMIT = 64 * 1024
@@ -27,6 +27,9 @@ DEFAULT_RETENTION = 7 * 24 * 3600.0
 #: that died or hung cannot hold it longer than that.
 TIMEOUT_SLACK = 2.0
 MESSAGE_LIMIT = 500
+#: What a job whose parent ended dead or cancelled does: ends cancelled too, or runs.
+ON_PARENT_FAILURE = ("cancel", "run")
+MAX_PARENTS = 10_000
 
 
 def dumps(value: Any) -> str:
@@ -67,6 +70,8 @@ class Job:
     progress: float | None = None
     message: str | None = None
     cancel_requested: bool = False
+    depends_on: tuple[int, ...] = ()
+    on_parent_failure: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -100,6 +105,8 @@ class Job:
             "progress": self.progress,
             "message": self.message,
             "cancel_requested": self.cancel_requested,
+            "depends_on": list(self.depends_on),
+            "on_parent_failure": self.on_parent_failure,
         }
 
     @classmethod
@@ -107,6 +114,7 @@ class Job:
         """The inverse of :meth:`to_dict` (the HTTP worker reads jobs with it)."""
         values = {name: data[name] for name in _JOB_FIELDS if name in data}
         values["requires"] = tuple(values.get("requires") or ())
+        values["depends_on"] = tuple(values.get("depends_on") or ())
         return cls(**values)
 
 
@@ -140,6 +148,8 @@ def job_from_row(row: Sequence[Any]) -> Job:
         progress=row[21],
         message=row[22],
         cancel_requested=bool(row[23]),
+        depends_on=tuple(json.loads(row[24])) if row[24] else (),
+        on_parent_failure=row[25],
     )
 
 
@@ -153,7 +163,10 @@ class NewJob:
     finished. With a ``concurrency_key``, at most ``concurrency_limit`` jobs sharing it
     run at once. A failed attempt waits ``backoff * 2^(attempt-1)`` seconds, jittered.
     With a ``timeout``, the worker runner stops an attempt that runs longer than that
-    many seconds (and its lease ends then, should the runner die or hang).
+    many seconds (and its lease ends then, should the runner die or hang). With
+    ``depends_on`` (ids of jobs), it waits until all of them are done; when one ends dead
+    or cancelled, it ends cancelled (``on_parent_failure="cancel"``) or runs all the same
+    once they have all finished (``"run"``).
     """
 
     payload: Any
@@ -167,6 +180,15 @@ class NewJob:
     concurrency_limit: int | None = None
     backoff: float = DEFAULT_BACKOFF
     timeout: float | None = None
+    depends_on: Sequence[int] = field(default_factory=tuple)
+    on_parent_failure: Literal["cancel", "run"] = "cancel"
+
+
+class Batch(NamedTuple):
+    """What :meth:`enqueue_batch` did: each job's outcome, and the callback's id."""
+
+    jobs: list[Enqueued]
+    callback: int
 
 
 class Enqueued(NamedTuple):
@@ -252,7 +274,23 @@ def encode_new_job(job: NewJob, payload_limit: int | None) -> dict[str, Any]:
         "concurrency_key": concurrency_key,
         "concurrency_limit": limit,
         "timeout": None if job.timeout is None else _timeout(job.timeout),
+        **_dependencies(job),
     }
+
+
+def _dependencies(job: NewJob) -> dict[str, Any]:
+    parents = job.depends_on
+    if isinstance(parents, str | bytes) or not all(
+        isinstance(p, int) and not isinstance(p, bool) for p in parents
+    ):
+        raise BadRequest("depends_on must be a list of job ids")
+    if len(parents) > MAX_PARENTS:
+        raise BadRequest(f"depends_on takes at most {MAX_PARENTS} ids")
+    if job.on_parent_failure not in ON_PARENT_FAILURE:
+        raise BadRequest(f"on_parent_failure must be one of {', '.join(ON_PARENT_FAILURE)}")
+    if not parents:
+        return {"depends_on": None, "on_parent_failure": None}
+    return {"depends_on": dumps(sorted(set(parents))), "on_parent_failure": job.on_parent_failure}
 
 
 def _timeout(value: Any) -> float:
@@ -263,7 +301,7 @@ def _timeout(value: Any) -> float:
 
 
 #: Where each job of a batch went: ``(group, position)``, or ``(-1, index)`` for a job
-#: with a unique key (inserted on its own).
+#: with a unique key or parents (inserted on its own).
 Layout = list[tuple[int, int]]
 
 _DEFAULT_OPTIONS: dict[str, Any] = {
@@ -293,12 +331,13 @@ def encode_batch(
     for job in jobs:
         if isinstance(job, NewJob):
             encoded = encode_new_job(job, payload_limit)
-            if encoded["unique_key"] is not None:
+            if encoded["unique_key"] is not None or encoded["depends_on"] is not None:
                 layout.append((-1, len(keyed)))
                 keyed.append(encoded)
                 continue
             payload = encoded.pop("payload")
-            del encoded["unique_key"]
+            for alone in ("unique_key", "depends_on", "on_parent_failure"):
+                del encoded[alone]
             key = tuple(encoded.values())
         else:
             payload = encode_value(job, "payload", payload_limit)
@@ -316,7 +355,7 @@ def encode_batch(
 
 def decode_batch(result: list[Any], layout: Layout) -> list[Enqueued]:
     """The outcome of each job of a batch, in the order given."""
-    group_ids, keyed = result
+    group_ids, keyed = result[0], result[1]
     return [
         Enqueued(int(keyed[i][0]), bool(keyed[i][1])) if g < 0 else Enqueued(group_ids[g][i], True)
         for g, i in layout

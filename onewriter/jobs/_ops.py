@@ -14,6 +14,15 @@ from typing import Any
 
 from .._ops import Ops
 from . import _sql as sql
+from ._dependencies import (
+    FAILED,
+    RESOLVE_ROUNDS,
+    RESOLVE_STEP,
+    batch_parents,
+    job_values,
+    parents_of,
+    place,
+)
 from ._model import BACKOFF_CAP, TIMEOUT_SLACK
 
 jobs_ops = Ops()
@@ -94,24 +103,41 @@ def _copy_v1_jobs(conn: sqlite3.Connection) -> None:
 
 @jobs_ops.register
 def jobs_enqueue(
-    conn: sqlite3.Connection, queue: str, groups: list[list[Any]], keyed: list[dict[str, Any]]
+    conn: sqlite3.Connection,
+    queue: str,
+    groups: list[list[Any]],
+    keyed: list[dict[str, Any]],
+    callback: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Insert jobs: ``groups`` of ``[options, payloads_json]`` sharing their options (one
-    statement each), and ``keyed`` jobs with a unique key, one by one.
+    statement each), and ``keyed`` jobs with a unique key or parents, one by one; then
+    the batch's ``callback`` job (with its ``queue``), waiting for all of them.
 
-    Returns ``[ids_per_group, [[id, created], ...]]``.
+    Returns ``[ids_per_group, [[id, created], ...]]``, and the callback's id if any.
     """
     now = time.time()
     group_ids = []
     for options, payloads in groups:
         params = {**options, "queue": queue, "now": now, "payloads": payloads}
         group_ids.append(sorted(row[0] for row in conn.execute(sql.ENQUEUE_BULK, params)))
-    return [group_ids, [_insert(conn, queue, job, now) for job in keyed]]
+    outcomes = [_insert(conn, queue, job, now) for job in keyed]
+    if callback is None:
+        return [group_ids, outcomes]
+    job = {**callback, "depends_on": batch_parents(group_ids, outcomes)}
+    return [group_ids, outcomes, _insert(conn, callback["queue"], job, now)[0]]
 
 
 def _insert(conn: sqlite3.Connection, queue: str, job: dict[str, Any], now: float) -> list[Any]:
-    row = conn.execute(sql.ENQUEUE, {**job, "queue": queue, "now": now}).fetchone()
+    parents = parents_of(job)
+    placement = None
+    if parents:
+        rows = conn.execute(sql.PARENT_STATES, (job["depends_on"],)).fetchall()
+        placement = place(parents, dict(rows), job["on_parent_failure"])
+    values = {**job, **job_values(placement), "queue": queue, "now": now}
+    row = conn.execute(sql.ENQUEUE, values).fetchone()
     if row is not None:
+        if placement is not None and placement.open:
+            conn.execute(sql.DEPEND, (row[0], json.dumps(placement.open)))
         return [row[0], True]
     existing = conn.execute(sql.UNFINISHED_BY_KEY, (queue, job["unique_key"])).fetchone()
     return [existing[0], False]
@@ -129,6 +155,7 @@ def jobs_claim(
     now = time.time()
     _reap(conn, now)
     _fire_schedules(conn, now)
+    _resolve(conn, now)
     rate = conn.execute(sql.RATE_LIMIT_OF, (queue,)).fetchone()
     if rate is not None and rate[0] is not None:
         conn.execute(sql.RATE_FORGET, (queue, now - rate[1]))
@@ -174,6 +201,21 @@ def _within_concurrency_limits(conn: sqlite3.Connection, rows: list[Any], now: f
     return [row for row in rows if row[0] not in released]
 
 
+def _resolve(conn: sqlite3.Connection, now: float) -> int:
+    """Count waiting jobs down for their parents that finished (see ``_dependencies``)."""
+    resolved = 0
+    for _ in range(RESOLVE_ROUNDS):
+        rows = conn.execute(sql.RESOLVABLE, (RESOLVE_STEP,)).fetchall()
+        for parent, child, state in rows:
+            conn.execute(sql.RESOLVED, (parent, child))
+            params = {"parent": parent, "child": child, "parent_state": state}
+            conn.execute(sql.RESOLVE_CHILD, {**params, "failed": state in FAILED, "now": now})
+        resolved += len(rows)
+        if len(rows) < RESOLVE_STEP:
+            break
+    return resolved
+
+
 def _reap(conn: sqlite3.Connection, now: float) -> int:
     return conn.execute(sql.REAP, {"now": now, "cap": BACKOFF_CAP}).rowcount
 
@@ -181,11 +223,15 @@ def _reap(conn: sqlite3.Connection, now: float) -> int:
 def _fire_schedules(conn: sqlite3.Connection, now: float) -> int:
     fired = 0
     for name, queue, payload, every, options in conn.execute(sql.DUE_SCHEDULES, (now,)).fetchall():
-        job = {"timeout": None, **_decode_options(options), "payload": payload}
+        job = {**_SCHEDULE_DEFAULTS, **_decode_options(options), "payload": payload}
         _insert(conn, queue, job, now)
         conn.execute(sql.SCHEDULE_FIRED, (next_slot(now, every), name))
         fired += 1
     return fired
+
+
+#: Options that schedules declared by an older version did not store.
+_SCHEDULE_DEFAULTS = {"timeout": None, "depends_on": None, "on_parent_failure": None}
 
 
 def _decode_options(options: str) -> dict[str, Any]:
@@ -328,9 +374,11 @@ def jobs_unschedule(conn: sqlite3.Connection, name: str) -> bool:
 
 @jobs_ops.register
 def jobs_maintain(conn: sqlite3.Connection, retention: float, limit: int) -> dict[str, int]:
-    """Housekeeping: expired leases, due periodic jobs, and a bounded prune."""
+    """Housekeeping: expired leases, due periodic jobs, finished parents of waiting jobs,
+    and a bounded prune."""
     now = time.time()
     reaped = _reap(conn, now)
     fired = _fire_schedules(conn, now)
+    resolved = _resolve(conn, now)
     pruned = conn.execute(sql.PRUNE, {"before": now - retention, "limit": limit}).rowcount
-    return {"reaped": reaped, "fired": fired, "pruned": pruned}
+    return {"reaped": reaped, "fired": fired, "resolved": resolved, "pruned": pruned}

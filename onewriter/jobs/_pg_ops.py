@@ -18,6 +18,15 @@ from typing import Any, TypeVar
 
 from .._errors import OneWriterError
 from . import _pg_sql as sql
+from ._dependencies import (
+    FAILED,
+    RESOLVE_ROUNDS,
+    RESOLVE_STEP,
+    batch_parents,
+    job_values,
+    parents_of,
+    place,
+)
 from ._model import BACKOFF_CAP, TIMEOUT_SLACK
 
 T = TypeVar("T")
@@ -86,10 +95,16 @@ def setup() -> Steps[int]:
     return version
 
 
-def enqueue(queue: str, groups: list[list[Any]], keyed: list[dict[str, Any]]) -> Steps[list[Any]]:
-    """Insert ``groups`` of ``[options, payloads_json]`` (one statement each) and ``keyed``
-    jobs one by one; ``[ids_per_group, [[id, created], ...]]``, as the SQLite op."""
-    alone = len(groups) == 1 and not keyed
+def enqueue(
+    queue: str,
+    groups: list[list[Any]],
+    keyed: list[dict[str, Any]],
+    callback: dict[str, Any] | None = None,
+) -> Steps[list[Any]]:
+    """Insert ``groups`` of ``[options, payloads_json]`` (one statement each), ``keyed``
+    jobs one by one, then the batch's ``callback``; ``[ids_per_group, [[id, created],
+    ...]]`` and the callback's id, as the SQLite op."""
+    alone = len(groups) == 1 and not keyed and callback is None
     group_ids = []
     for options, payloads in groups:
         params = {
@@ -103,14 +118,31 @@ def enqueue(queue: str, groups: list[list[Any]], keyed: list[dict[str, Any]]) ->
     outcomes = []
     for job in keyed:
         outcomes.append((yield from _insert_keyed(queue, job)))
-    return [group_ids, outcomes]
+    if callback is None:
+        return [group_ids, outcomes]
+    job = {**callback, "depends_on": batch_parents(group_ids, outcomes)}
+    return [group_ids, outcomes, (yield from _insert_keyed(callback["queue"], job))[0]]
 
 
 def _insert_keyed(queue: str, job: dict[str, Any]) -> Steps[list[Any]]:
-    params = {**job, "requires": _array(job["requires"]), "queue": queue}
+    """One job with a unique key or parents."""
+    parents = parents_of(job)
+    placement = None
+    if parents:
+        rows = (yield Statement(sql.PARENT_STATES, {"ids": parents})).rows
+        placement = place(parents, dict(rows), job["on_parent_failure"])
+    params = {
+        **job,
+        **job_values(placement),
+        "requires": _array(job["requires"]),
+        "depends_on": parents or None,
+        "queue": queue,
+    }
     for _ in range(_KEYED_TRIES):
         inserted = (yield Statement(sql.ENQUEUE, params)).rows[0][0]
         if inserted is not None:
+            if placement is not None and placement.open:
+                yield Statement(sql.DEPEND, {"parents": placement.open, "child": inserted})
             return [inserted, True]
         existing = yield Statement(sql.UNFINISHED_BY_KEY, params)
         if existing.rows:
@@ -122,6 +154,9 @@ def claim(queue: str, worker: str, caps: str, limit: int, lease: float) -> Steps
     """Return expired leases, fire due schedules, then lease up to ``limit`` jobs (fewer
     when the queue's rate limit says so)."""
     housekeeping = yield Statement(sql.HOUSEKEEPING, {"cap": BACKOFF_CAP, "queue": queue})
+    reaped, _, _, resolvable = housekeeping.rows[0]
+    if resolvable or reaped:  # a job reaped by that statement may be a parent it missed
+        yield from _resolve()
     rate_limited = housekeeping.rows[0][2] is not None
     if rate_limited:
         limit = yield from _rate_allows(queue, limit)
@@ -135,6 +170,23 @@ def claim(queue: str, worker: str, caps: str, limit: int, lease: float) -> Steps
         yield Statement(sql.RATE_RECORD, {"queue": queue, "n": len(rows)})
     rows.sort(key=_claim_order)
     return rows
+
+
+def _resolve() -> Steps[int]:
+    """Count waiting jobs down for their parents that finished (see ``_dependencies``)."""
+    resolved = 0
+    for _ in range(RESOLVE_ROUNDS):
+        rows = (yield Statement(sql.RESOLVABLE, {"limit": RESOLVE_STEP})).rows
+        if rows:
+            parents, children = [r[0] for r in rows], [r[1] for r in rows]
+            yield Statement(sql.RESOLVED, {"parents": parents, "children": children})
+        for parent, child, state in rows:
+            params = {"parent": parent, "child": child, "parent_state": state}
+            yield Statement(sql.RESOLVE_CHILD, {**params, "failed": state in FAILED})
+        resolved += len(rows)
+        if len(rows) < RESOLVE_STEP:
+            break
+    return resolved
 
 
 def _rate_allows(queue: str, wanted: int) -> Steps[int]:
@@ -277,9 +329,10 @@ def unschedule(name: str) -> Steps[bool]:
 
 def maintain(retention: float, limit: int) -> Steps[dict[str, int]]:
     housekeeping = yield Statement(sql.HOUSEKEEPING, {"cap": BACKOFF_CAP, "queue": None})
-    reaped, fired, _ = housekeeping.rows[0]
+    reaped, fired, _, resolvable = housekeeping.rows[0]
+    resolved = (yield from _resolve()) if resolvable or reaped else 0
     pruned = (yield Statement(sql.PRUNE, {"retention": retention, "limit": limit})).rowcount
-    return {"reaped": int(reaped), "fired": int(fired), "pruned": pruned}
+    return {"reaped": int(reaped), "fired": int(fired), "resolved": resolved, "pruned": pruned}
 
 
 #: The PostgreSQL twin of each op of ``jobs_ops``, by op name.

@@ -41,11 +41,15 @@ def _columns(alias: str) -> str:
         "id", "queue", "state", "priority", "run_at", "payload", "requires", "attempts",
         "max_attempts", "unique_key", "concurrency_key", "concurrency_limit", "token",
         "worker", "lease_until", "result", "error", "created_at", "started_at", "finished_at",
-        "timeout", "progress", "message", "cancel_requested",
+        "timeout", "progress", "message", "cancel_requested", "depends_on", "on_parent_failure",
     ]  # fmt: skip
     return ", ".join(
-        f"to_json({alias}.{n})::text" if n == "requires" else f"{alias}.{n}" for n in names
+        f"to_json({alias}.{n})::text" if n in _ARRAYS else f"{alias}.{n}" for n in names
     )
+
+
+#: Array columns, read as JSON text like the SQLite store's.
+_ARRAYS = ("requires", "depends_on")
 
 
 JOB_COLUMNS = _columns("j")
@@ -84,11 +88,14 @@ ENQUEUE = f"""
 WITH inserted AS (
     INSERT INTO onewriter_jobs (
         queue, state, priority, run_at, payload, requires, max_attempts, backoff,
-        unique_key, concurrency_key, concurrency_limit, timeout, created_at)
+        unique_key, concurrency_key, concurrency_limit, timeout, created_at,
+        depends_on, waiting_on, on_parent_failure, error, finished_at)
     VALUES (
-        %(queue)s, 'ready', %(priority)s, coalesce(%(run_at)s, {_NOW} + %(delay)s),
+        %(queue)s, %(state)s, %(priority)s, coalesce(%(run_at)s, {_NOW} + %(delay)s),
         %(payload)s, %(requires)s, %(max_attempts)s, %(backoff)s, %(unique_key)s,
-        %(concurrency_key)s, %(concurrency_limit)s, %(timeout)s, {_NOW})
+        %(concurrency_key)s, %(concurrency_limit)s, %(timeout)s, {_NOW},
+        %(depends_on)s, %(waiting_on)s, %(on_parent_failure)s, %(error)s,
+        CASE WHEN %(state)s = 'cancelled' THEN {_NOW} END)
     ON CONFLICT (queue, unique_key)
         WHERE unique_key IS NOT NULL AND state IN ('ready', 'running') DO NOTHING
     RETURNING id)
@@ -169,6 +176,45 @@ WITH changed AS (
 SELECT changed.id FROM changed {_NOTIFY_EACH}
 """
 
+#: Dependencies whose parent has finished (or is gone: pruned when done).
+_FINISHED_PARENTS = """
+    SELECT d.parent, d.child, coalesce(p.state, 'done') FROM onewriter_job_deps AS d
+    LEFT JOIN onewriter_jobs AS p ON p.id = d.parent
+    WHERE p.id IS NULL OR p.state IN ('done', 'dead', 'cancelled')
+"""
+
+#: Those rows, locked (another instance resolving some takes others).
+RESOLVABLE = f"{_FINISHED_PARENTS} LIMIT %(limit)s FOR UPDATE OF d SKIP LOCKED"
+
+RESOLVED = """
+DELETE FROM onewriter_job_deps AS d
+USING unnest(%(parents)s::bigint[], %(children)s::bigint[]) AS r(parent, child)
+WHERE d.parent = r.parent AND d.child = r.child
+"""
+
+#: One parent of a waiting job finished: count it down; the job is ready once none is
+#: left, or ends cancelled at once when the parent failed and it asked for that. An
+#: update of the child's row: concurrent resolutions of one child take turns.
+RESOLVE_CHILD = f"""
+UPDATE onewriter_jobs AS j
+SET waiting_on = j.waiting_on - 1,
+    state = CASE WHEN %(failed)s AND j.on_parent_failure = 'cancel' THEN 'cancelled'
+                 WHEN j.waiting_on <= 1 THEN 'ready' ELSE j.state END,
+    finished_at = CASE WHEN %(failed)s AND j.on_parent_failure = 'cancel' THEN {_NOW} END,
+    error = CASE WHEN %(failed)s AND j.on_parent_failure = 'cancel'
+                 THEN 'parent job ' || %(parent)s || ' ended ' || %(parent_state)s
+                 ELSE j.error END
+WHERE j.id = %(child)s AND j.state = 'waiting'
+"""
+
+#: The parents a job names, with their states.
+PARENT_STATES = "SELECT id, state FROM onewriter_jobs WHERE id = ANY(%(ids)s::bigint[])"
+
+DEPEND = """
+INSERT INTO onewriter_job_deps (parent, child)
+SELECT unnest(%(parents)s::bigint[]), %(child)s ON CONFLICT DO NOTHING
+"""
+
 #: Housekeeping, in one statement; how many leases were reaped and schedules fired.
 #:
 #: Leases that ran out go back to ready after a backoff, or to the dead letters when the
@@ -213,7 +259,8 @@ fired AS (
     ON CONFLICT (queue, unique_key)
         WHERE unique_key IS NOT NULL AND state IN ('ready', 'running') DO NOTHING)
 SELECT (SELECT count(*) FROM reaped), (SELECT count(*) FROM due),
-    (SELECT rate_limit FROM onewriter_job_queues WHERE queue = %(queue)s)
+    (SELECT rate_limit FROM onewriter_job_queues WHERE queue = %(queue)s),
+    EXISTS ({_FINISHED_PARENTS})
 """
 
 #: Extend the lease (never past the timeout's slack) and record progress; a job whose
@@ -285,9 +332,9 @@ SELECT count(*) FROM changed {_NOTIFY_EACH}
 #: its worker; no row for no job.
 CANCEL = f"""
 UPDATE onewriter_jobs AS j
-SET state = CASE WHEN j.state = 'ready' THEN 'cancelled' ELSE j.state END,
-    finished_at = CASE WHEN j.state = 'ready' THEN {_NOW} ELSE j.finished_at END,
-    cancel_requested = j.cancel_requested OR j.state IN ('ready', 'running')
+SET state = CASE WHEN j.state IN ('ready', 'waiting') THEN 'cancelled' ELSE j.state END,
+    finished_at = CASE WHEN j.state IN ('ready', 'waiting') THEN {_NOW} ELSE j.finished_at END,
+    cancel_requested = j.cancel_requested OR j.state IN ('ready', 'waiting', 'running')
 WHERE j.id = %(id)s
 RETURNING j.state, j.cancel_requested
 """
@@ -408,3 +455,8 @@ SELECT paused, rate_limit, rate_period FROM onewriter_job_queues WHERE queue = %
 """
 
 QUEUES = "SELECT queue, paused, rate_limit, rate_period FROM onewriter_job_queues"
+
+EXISTING = """
+SELECT id FROM onewriter_jobs
+WHERE id IN (SELECT json_array_elements_text(%(ids)s::json)::bigint)
+"""

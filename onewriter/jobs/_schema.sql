@@ -5,7 +5,8 @@
 CREATE TABLE IF NOT EXISTS onewriter_jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('ready', 'running', 'done', 'dead', 'cancelled')),
+    state TEXT NOT NULL
+        CHECK (state IN ('waiting', 'ready', 'running', 'done', 'dead', 'cancelled')),
     priority INTEGER NOT NULL DEFAULT 0,
     run_at REAL NOT NULL,
     payload TEXT NOT NULL,
@@ -27,7 +28,10 @@ CREATE TABLE IF NOT EXISTS onewriter_jobs (
     timeout REAL,
     progress REAL,
     message TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    depends_on TEXT,
+    waiting_on INTEGER NOT NULL DEFAULT 0,
+    on_parent_failure TEXT
 );
 
 -- The claim: equality on queue (state fixed by the partial index), then the claim order.
@@ -72,6 +76,14 @@ CREATE TABLE IF NOT EXISTS onewriter_job_queues (
     rate_limit INTEGER CHECK (rate_limit > 0),
     rate_period REAL CHECK (rate_period > 0)
 );
+
+-- A waiting job's parents that had not finished when it was enqueued. Each row goes once
+-- its parent has finished (counted down in the child's waiting_on by housekeeping).
+CREATE TABLE IF NOT EXISTS onewriter_job_deps (
+    parent INTEGER NOT NULL,
+    child INTEGER NOT NULL,
+    PRIMARY KEY (parent, child)
+) WITHOUT ROWID;
 
 -- Claims of rate-limited queues within their period (a sliding window, exact).
 CREATE TABLE IF NOT EXISTS onewriter_job_claims (

@@ -16,7 +16,8 @@ TABLE = "onewriter_jobs"
 JOB_COLUMNS = (
     "id, queue, state, priority, run_at, payload, requires, attempts, max_attempts, "
     "unique_key, concurrency_key, concurrency_limit, token, worker, lease_until, result, "
-    "error, created_at, started_at, finished_at, timeout, progress, message, cancel_requested"
+    "error, created_at, started_at, finished_at, timeout, progress, message, cancel_requested, "
+    "depends_on, on_parent_failure"
 )
 
 #: Exponential backoff with jitter: ``backoff * 2^(attempts-1)``, capped at ``:cap``,
@@ -47,15 +48,18 @@ _LEASE_END = (
     " ELSE min(:now + :lease, coalesce(started_at, :now) + timeout + :slack) END"
 )
 
-#: One job, with a unique key: idempotent while a job with that key is unfinished.
+#: One job, with a unique key (idempotent while a job with that key is unfinished) or
+#: parents (``:state`` is ``waiting`` until they finish, ``:waiting_on`` of them).
 ENQUEUE = """
 INSERT INTO onewriter_jobs (
     queue, state, priority, run_at, payload, requires, max_attempts, backoff,
-    unique_key, concurrency_key, concurrency_limit, timeout, created_at)
+    unique_key, concurrency_key, concurrency_limit, timeout, created_at,
+    depends_on, waiting_on, on_parent_failure, error, finished_at)
 VALUES (
-    :queue, 'ready', :priority, coalesce(:run_at, :now + :delay), :payload, :requires,
+    :queue, :state, :priority, coalesce(:run_at, :now + :delay), :payload, :requires,
     :max_attempts, :backoff, :unique_key, :concurrency_key, :concurrency_limit, :timeout,
-    :now)
+    :now, :depends_on, :waiting_on, :on_parent_failure, :error,
+    CASE WHEN :state = 'cancelled' THEN :now END)
 ON CONFLICT (queue, unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('ready', 'running') DO NOTHING
 RETURNING id
@@ -183,9 +187,10 @@ WHERE state = 'dead'
 #: for its worker; no row for no job.
 CANCEL = """
 UPDATE onewriter_jobs
-SET state = CASE WHEN state = 'ready' THEN 'cancelled' ELSE state END,
-    finished_at = CASE WHEN state = 'ready' THEN :now ELSE finished_at END,
-    cancel_requested = CASE WHEN state IN ('ready', 'running') THEN 1 ELSE cancel_requested END
+SET state = CASE WHEN state IN ('ready', 'waiting') THEN 'cancelled' ELSE state END,
+    finished_at = CASE WHEN state IN ('ready', 'waiting') THEN :now ELSE finished_at END,
+    cancel_requested = CASE WHEN state IN ('ready', 'waiting', 'running') THEN 1
+                       ELSE cancel_requested END
 WHERE id = :id
 RETURNING state, cancel_requested
 """
@@ -230,6 +235,36 @@ SELECT name, queue, payload, every, options FROM onewriter_job_schedules WHERE n
 SCHEDULE_FIRED = "UPDATE onewriter_job_schedules SET next_at = ? WHERE name = ?"
 
 SCHEDULES = "SELECT name, queue, payload, every, options, next_at FROM onewriter_job_schedules"
+
+#: The parents a job names, with their states (missing ones were pruned: done).
+PARENT_STATES = "SELECT id, state FROM onewriter_jobs WHERE id IN (SELECT value FROM json_each(?))"
+
+DEPEND = (
+    "INSERT OR IGNORE INTO onewriter_job_deps (parent, child) SELECT value, ? FROM json_each(?)"
+)
+
+#: Dependencies whose parent has finished (or is gone: pruned when done).
+RESOLVABLE = """
+SELECT d.parent, d.child, coalesce(p.state, 'done') FROM onewriter_job_deps AS d
+LEFT JOIN onewriter_jobs AS p ON p.id = d.parent
+WHERE p.id IS NULL OR p.state IN ('done', 'dead', 'cancelled')
+LIMIT ?
+"""
+
+RESOLVED = "DELETE FROM onewriter_job_deps WHERE parent = ? AND child = ?"
+
+#: One parent of a waiting job finished: count it down; the job is ready once none is
+#: left, or ends cancelled at once when the parent failed and it asked for that.
+RESOLVE_CHILD = """
+UPDATE onewriter_jobs
+SET waiting_on = waiting_on - 1,
+    state = CASE WHEN :failed AND on_parent_failure = 'cancel' THEN 'cancelled'
+                 WHEN waiting_on <= 1 THEN 'ready' ELSE state END,
+    finished_at = CASE WHEN :failed AND on_parent_failure = 'cancel' THEN :now END,
+    error = CASE WHEN :failed AND on_parent_failure = 'cancel'
+                 THEN 'parent job ' || :parent || ' ended ' || :parent_state ELSE error END
+WHERE id = :child AND state = 'waiting'
+"""
 
 #: A queue's settings row (created on first use by ``PAUSE`` or ``RATE_LIMIT``).
 QUEUE_ROW = "INSERT INTO onewriter_job_queues (queue) VALUES (?) ON CONFLICT (queue) DO NOTHING"
@@ -285,3 +320,5 @@ FROM onewriter_jobs WHERE state = 'done' AND finished_at >= :since GROUP BY minu
 QUEUE = "SELECT paused, rate_limit, rate_period FROM onewriter_job_queues WHERE queue = :queue"
 
 QUEUES = "SELECT queue, paused, rate_limit, rate_period FROM onewriter_job_queues"
+
+EXISTING = "SELECT id FROM onewriter_jobs WHERE id IN (SELECT value FROM json_each(:ids))"
