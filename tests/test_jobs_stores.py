@@ -433,6 +433,42 @@ def test_periodic_job_fires_once_per_period_across_instances(store: Store) -> No
     assert queues[1].unschedule("tick") is True and queues[1].unschedule("tick") is False
 
 
+def test_cron_schedule_fires_once_per_time_across_instances(store: Store) -> None:
+    queues = [store.make(worker=f"instance-{i}") for i in range(3)]
+    nexts = {
+        q.schedule("report", "cron", "r", cron="*/5  * * * *", tz="Europe/Paris", timeout=9)
+        for q in queues
+    }
+    [next_at] = nexts
+    assert next_at % 300 == 0 and time.time() < next_at <= time.time() + 300
+    store.execute("UPDATE onewriter_job_schedules SET next_at = next_at - 600")
+    barrier = threading.Barrier(len(queues))
+
+    def instance(q: JobStore) -> None:
+        barrier.wait()
+        for _ in range(10):
+            q.maintain()
+            q.claim("nothing-here")
+
+    threads = [threading.Thread(target=instance, args=(q,)) for q in queues]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    fired = queues[0].claim("cron", limit=100)
+    assert [(j.payload, j.timeout) for j in fired] == [("r", 9)]  # one time: one job
+    assert queues[1].schedule("report", "cron", "r", cron="*/5 * * * *", tz="Europe/Paris") == (
+        next_at
+    )
+    moved = queues[1].schedule("report", "cron", "r", cron="0 9 * * mon", tz="Europe/Paris")
+    assert moved != next_at and moved % 3600 == 0
+    for bad in ({"cron": "61 * * * *"}, {"cron": "* * *"}, {"cron": "0 0 30 2 *"},
+                {"cron": "* * * * *", "tz": "Mars/Olympus"}, {"cron": "* * * * *", "every": 5},
+                {}):  # fmt: skip
+        with pytest.raises(onewriter.BadRequest):
+            queues[0].schedule("bad", "cron", "x", **bad)
+
+
 def test_wait_returns_the_finished_job(queue: JobStore) -> None:
     job_id = queue.enqueue("q", 21)
 
@@ -791,6 +827,22 @@ def test_a_version_1_database_is_migrated_with_its_jobs(store: Store) -> None:
     store.execute(old, (7, "ready"))
     store.execute(old, (41, "done"))
     store.execute("DELETE FROM onewriter_jobs WHERE id = 41")
+    if store.kind == "sqlite":
+        options = (
+            '{"priority":0,"delay":0.0,"run_at":null,"requires":null,"max_attempts":3,'
+            '"backoff":1.0,"unique_key":null,"concurrency_key":null,"concurrency_limit":null}'
+        )
+        store.execute(
+            "INSERT INTO onewriter_job_schedules (name, queue, payload, every, options, next_at)"
+            " VALUES ('tick', 'ticks', '\"t\"', 60, ?, 0)",
+            (options,),
+        )
+    else:
+        store.execute(
+            "INSERT INTO onewriter_job_schedules (name, queue, payload, every, priority, "
+            "delay, max_attempts, backoff, next_at) "
+            "VALUES ('tick', 'ticks', '\"t\"', 60, 0, 0, 3, 1, 0)"
+        )
     queue = store.make()
     store.make()  # a second setup finds the current version
     assert queue.get(7).state == "ready" and queue.get(7).timeout is None
@@ -804,6 +856,8 @@ def test_a_version_1_database_is_migrated_with_its_jobs(store: Store) -> None:
     assert queue.get(new).timeout == 5
     queue.pause("old")
     assert queue.claim("old") == []
+    [tick] = queue.claim("ticks")  # the old schedule fired, and moved on
+    assert tick.payload == "t" and queue.claim("ticks") == []
 
 
 # -- the asyncio twins and the worker runner, on every store ----------------------------------

@@ -269,10 +269,18 @@ class AsyncJobStore(AsyncControls, ABC):
                 return total
 
     async def schedule(
-        self, name: str, queue: str, payload: Any, *, every: float, **options: Any
+        self,
+        name: str,
+        queue: str,
+        payload: Any,
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        **options: Any,
     ) -> float:
         """Declare a periodic job (see :meth:`JobStore.schedule`)."""
-        call = self._calls.schedule_call(name, queue, payload, every, options)
+        call = self._calls.schedule_call(name, queue, payload, every, cron, tz, options)
         return float(await self._write(call))
 
     async def unschedule(self, name: str) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 from .._errors import BadRequest, UnknownOp
 from .._ops import Op
 from . import _ops as ops
+from ._cron import next_time
 from ._errors import JobCancelled, JobNotFound, LeaseLost
 from ._model import (
     STATES,
@@ -222,12 +223,25 @@ class Calls:
         return ops.jobs_purge, {"queue": queue, "states": dumps(chosen)}
 
     def schedule_call(
-        self, name: str, queue: str, payload: Any, every: float, options: Mapping[str, Any]
+        self,
+        name: str,
+        queue: str,
+        payload: Any,
+        every: float | None,
+        cron: str | None,
+        tz: str,
+        options: Mapping[str, Any],
     ) -> Call:
         if not isinstance(name, str) or not name:
             raise BadRequest("a schedule needs a non-empty name")
-        if isinstance(every, bool) or not isinstance(every, int | float) or every <= 0:
+        if (every is None) == (cron is None):
+            raise BadRequest("give a schedule every= (seconds) or cron= (an expression)")
+        if every is not None and (
+            isinstance(every, bool) or not isinstance(every, int | float) or every <= 0
+        ):
             raise BadRequest("every must be a positive number of seconds")
+        if cron is not None:
+            next_time(cron, tz, time.time())  # refuses what is not valid, before writing
         if options.get("depends_on"):
             raise BadRequest("a periodic job cannot depend on other jobs")
         job = encode_new_job(NewJob(payload=payload, **options), self.payload_limit)
@@ -236,8 +250,9 @@ class Calls:
             "name": name,
             "queue": check_queue_name(queue),
             "payload": text,
-            "every": float(every),
+            "every": None if every is None else float(every),
             "options": dumps(job),
+            **({} if cron is None else {"cron": " ".join(cron.split()), "tz": tz}),
         }
 
     @staticmethod

@@ -14,6 +14,7 @@ from typing import Any
 
 from .._ops import Ops
 from . import _sql as sql
+from ._cron import next_time
 from ._dependencies import (
     FAILED,
     RESOLVE_ROUNDS,
@@ -54,6 +55,7 @@ _V1_COLUMNS = (
     "unique_key, concurrency_key, concurrency_limit, token, worker, lease_until, result, "
     "error, created_at, started_at, finished_at"
 )
+_V1_SCHEDULE_COLUMNS = "name, queue, payload, every, options, next_at"
 
 
 @jobs_ops.register
@@ -79,20 +81,27 @@ def jobs_setup(conn: sqlite3.Connection) -> int:
 
 
 def _rebuild_jobs_table(conn: sqlite3.Connection) -> None:
-    """Version 1 to 2, first half: the state check gains ``cancelled``, which SQLite can
-    only do by building the table anew. Move the old one aside without its indexes (the
-    schema then creates the new table and the indexes under their names)."""
+    """Version 1 to 2, first half: the checks of jobs' states and schedules' periods
+    change, which SQLite can only do by building the tables anew. Move the old ones
+    aside without their indexes (the schema then creates the new tables and the indexes
+    under their names)."""
     for (name,) in conn.execute(sql.INDEXES_OF_JOBS).fetchall():
         conn.execute(f'DROP INDEX "{name}"')  # names read from sqlite_master, not input
     conn.execute("ALTER TABLE onewriter_jobs RENAME TO onewriter_jobs_v1")
+    conn.execute("ALTER TABLE onewriter_job_schedules RENAME TO onewriter_job_schedules_v1")
 
 
 def _copy_v1_jobs(conn: sqlite3.Connection) -> None:
-    """Second half: copy every job, keep the id sequence (ids of pruned jobs are never
-    reused), drop the old table."""
+    """Second half: copy every job and schedule, keep the id sequence (ids of pruned jobs
+    are never reused), drop the old tables."""
     conn.execute(
         f"INSERT INTO onewriter_jobs ({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM onewriter_jobs_v1"
     )
+    conn.execute(
+        f"INSERT INTO onewriter_job_schedules ({_V1_SCHEDULE_COLUMNS}) "
+        f"SELECT {_V1_SCHEDULE_COLUMNS} FROM onewriter_job_schedules_v1"
+    )
+    conn.execute("DROP TABLE onewriter_job_schedules_v1")
     seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'onewriter_jobs_v1'")
     old = seq.fetchone()
     if old is not None:
@@ -221,13 +230,13 @@ def _reap(conn: sqlite3.Connection, now: float) -> int:
 
 
 def _fire_schedules(conn: sqlite3.Connection, now: float) -> int:
-    fired = 0
-    for name, queue, payload, every, options in conn.execute(sql.DUE_SCHEDULES, (now,)).fetchall():
+    due = conn.execute(sql.DUE_SCHEDULES, (now,)).fetchall()
+    for name, queue, payload, every, options, cron, tz in due:
         job = {**_SCHEDULE_DEFAULTS, **_decode_options(options), "payload": payload}
         _insert(conn, queue, job, now)
-        conn.execute(sql.SCHEDULE_FIRED, (next_slot(now, every), name))
-        fired += 1
-    return fired
+        later = next_slot(now, every) if cron is None else next_time(cron, tz, now)
+        conn.execute(sql.SCHEDULE_FIRED, (later, name))
+    return len(due)
 
 
 #: Options that schedules declared by an older version did not store.
@@ -355,13 +364,23 @@ def jobs_prune(conn: sqlite3.Connection, retention: float, limit: int) -> int:
 
 @jobs_ops.register
 def jobs_schedule(
-    conn: sqlite3.Connection, name: str, queue: str, payload: str, every: float, options: str
+    conn: sqlite3.Connection,
+    name: str,
+    queue: str,
+    payload: str,
+    every: float | None,
+    options: str,
+    cron: str | None = None,
+    tz: str | None = None,
 ) -> float:
-    """Declare (or update) a periodic job; its next firing time. Declaring it again with
-    the same period, from any instance, keeps its next firing time."""
+    """Declare (or update) a periodic job, fired every ``every`` seconds or when the
+    ``cron`` expression says in time zone ``tz``; its next firing time. Declaring it
+    again with the same period, from any instance, keeps its next firing time."""
+    now = time.time()
+    later = next_slot(now, every) if every is not None else next_time(cron or "", tz or "", now)
     params = {"name": name, "queue": queue, "payload": payload, "every": every}
     conn.execute(
-        sql.SCHEDULE, {**params, "options": options, "next_at": next_slot(time.time(), every)}
+        sql.SCHEDULE, {**params, "options": options, "next_at": later, "cron": cron, "tz": tz}
     )
     return float(conn.execute(sql.SCHEDULE_NEXT, (name,)).fetchone()[0])
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from .._errors import OneWriterError
 from . import _pg_sql as sql
+from ._cron import next_time
 from ._dependencies import (
     FAILED,
     RESOLVE_ROUNDS,
@@ -154,7 +155,9 @@ def claim(queue: str, worker: str, caps: str, limit: int, lease: float) -> Steps
     """Return expired leases, fire due schedules, then lease up to ``limit`` jobs (fewer
     when the queue's rate limit says so)."""
     housekeeping = yield Statement(sql.HOUSEKEEPING, {"cap": BACKOFF_CAP, "queue": queue})
-    reaped, _, _, resolvable = housekeeping.rows[0]
+    reaped, _, _, resolvable, cron_due = housekeeping.rows[0]
+    if cron_due:
+        yield from _fire_cron()
     if resolvable or reaped:  # a job reaped by that statement may be a parent it missed
         yield from _resolve()
     rate_limited = housekeeping.rows[0][2] is not None
@@ -170,6 +173,16 @@ def claim(queue: str, worker: str, caps: str, limit: int, lease: float) -> Steps
         yield Statement(sql.RATE_RECORD, {"queue": queue, "n": len(rows)})
     rows.sort(key=_claim_order)
     return rows
+
+
+def _fire_cron() -> Steps[int]:
+    """Fire the due cron schedules this transaction could lock (each row stays locked
+    until it commits, moved to its next time: one job per time, whatever the number of
+    instances)."""
+    due = (yield Statement(sql.DUE_CRON, {})).rows
+    for name, cron, tz, now in due:
+        yield Statement(sql.FIRE_CRON, {"name": name, "next_at": next_time(cron, tz, now)})
+    return len(due)
 
 
 def _resolve() -> Steps[int]:
@@ -310,8 +323,20 @@ def prune(retention: float, limit: int) -> Steps[int]:
     return (yield Statement(sql.PRUNE, params, alone=True)).rowcount
 
 
-def schedule(name: str, queue: str, payload: str, every: float, options: str) -> Steps[float]:
+def schedule(
+    name: str,
+    queue: str,
+    payload: str,
+    every: float | None,
+    options: str,
+    cron: str | None = None,
+    tz: str | None = None,
+) -> Steps[float]:
     job = json.loads(options)
+    next_at = None
+    if cron is not None:  # computed here, from the server's clock
+        now = (yield Statement(sql.SERVER_TIME, {})).rows[0][0]
+        next_at = next_time(cron, tz or "UTC", now)
     params = {
         **job,
         "requires": _array(job["requires"]),
@@ -319,8 +344,12 @@ def schedule(name: str, queue: str, payload: str, every: float, options: str) ->
         "queue": queue,
         "payload": payload,
         "every": every,
+        "cron": cron,
+        "tz": tz,
+        "next_at": next_at,
     }
-    return float((yield Statement(sql.SCHEDULE, params, alone=True)).rows[0][0])
+    result = yield Statement(sql.SCHEDULE, params, alone=cron is None)
+    return float(result.rows[0][0])
 
 
 def unschedule(name: str) -> Steps[bool]:
@@ -329,7 +358,8 @@ def unschedule(name: str) -> Steps[bool]:
 
 def maintain(retention: float, limit: int) -> Steps[dict[str, int]]:
     housekeeping = yield Statement(sql.HOUSEKEEPING, {"cap": BACKOFF_CAP, "queue": None})
-    reaped, fired, _, resolvable = housekeeping.rows[0]
+    reaped, fired, _, resolvable, cron_due = housekeeping.rows[0]
+    fired += (yield from _fire_cron()) if cron_due else 0
     resolved = (yield from _resolve()) if resolvable or reaped else 0
     pruned = (yield Statement(sql.PRUNE, {"retention": retention, "limit": limit})).rowcount
     return {"reaped": int(reaped), "fired": int(fired), "resolved": resolved, "pruned": pruned}

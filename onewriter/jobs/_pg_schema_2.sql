@@ -16,7 +16,12 @@ ALTER TABLE onewriter_jobs
     ADD COLUMN IF NOT EXISTS waiting_on BIGINT NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS on_parent_failure TEXT;
 
-ALTER TABLE onewriter_job_schedules ADD COLUMN IF NOT EXISTS timeout DOUBLE PRECISION;
+ALTER TABLE onewriter_job_schedules
+    ADD COLUMN IF NOT EXISTS timeout DOUBLE PRECISION,
+    ADD COLUMN IF NOT EXISTS cron TEXT,
+    ADD COLUMN IF NOT EXISTS tz TEXT,
+    ALTER COLUMN every DROP NOT NULL,
+    ADD CONSTRAINT onewriter_job_schedules_period CHECK ((every IS NULL) <> (cron IS NULL));
 
 -- Settings of queues that have any: paused (claims take nothing), rate limit.
 CREATE TABLE IF NOT EXISTS onewriter_job_queues (

@@ -243,7 +243,7 @@ reaped AS (
     FROM expired WHERE j.id = expired.id
     RETURNING j.id),
 due AS (
-    SELECT * FROM onewriter_job_schedules WHERE next_at <= {_NOW}
+    SELECT * FROM onewriter_job_schedules WHERE next_at <= {_NOW} AND every IS NOT NULL
     FOR UPDATE SKIP LOCKED),
 moved AS (
     UPDATE onewriter_job_schedules AS s
@@ -260,8 +260,34 @@ fired AS (
         WHERE unique_key IS NOT NULL AND state IN ('ready', 'running') DO NOTHING)
 SELECT (SELECT count(*) FROM reaped), (SELECT count(*) FROM due),
     (SELECT rate_limit FROM onewriter_job_queues WHERE queue = %(queue)s),
-    EXISTS ({_FINISHED_PARENTS})
+    EXISTS ({_FINISHED_PARENTS}),
+    EXISTS (SELECT 1 FROM onewriter_job_schedules WHERE cron IS NOT NULL AND next_at <= {_NOW})
 """
+
+#: Cron schedules due, locked (another instance firing some takes others), with the
+#: server's time to compute their next firing from.
+DUE_CRON = f"""
+SELECT name, cron, tz, {_NOW} FROM onewriter_job_schedules
+WHERE cron IS NOT NULL AND next_at <= {_NOW}
+FOR UPDATE SKIP LOCKED
+"""
+
+#: Move a cron schedule on and insert its job, in one statement.
+FIRE_CRON = f"""
+WITH s AS (
+    UPDATE onewriter_job_schedules SET next_at = %(next_at)s WHERE name = %(name)s
+    RETURNING *)
+INSERT INTO onewriter_jobs (
+    queue, state, priority, run_at, payload, requires, max_attempts, backoff,
+    unique_key, concurrency_key, concurrency_limit, timeout, created_at)
+SELECT queue, 'ready', priority, coalesce(run_at, {_NOW} + delay), payload, requires,
+    max_attempts, backoff, unique_key, concurrency_key, concurrency_limit, timeout, {_NOW}
+FROM s
+ON CONFLICT (queue, unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('ready', 'running') DO NOTHING
+"""
+
+SERVER_TIME = f"SELECT {_NOW}"
 
 #: Extend the lease (never past the timeout's slack) and record progress; a job whose
 #: cancellation was asked for ends cancelled instead (its worker is told so).
@@ -403,19 +429,23 @@ DELETE FROM onewriter_jobs WHERE id IN (
 SCHEDULE = f"""
 INSERT INTO onewriter_job_schedules AS s (
     name, queue, payload, every, priority, delay, run_at, requires, max_attempts, backoff,
-    unique_key, concurrency_key, concurrency_limit, timeout, next_at)
+    unique_key, concurrency_key, concurrency_limit, timeout, cron, tz, next_at)
 VALUES (
     %(name)s, %(queue)s, %(payload)s, %(every)s, %(priority)s, %(delay)s, %(run_at)s,
     %(requires)s, %(max_attempts)s, %(backoff)s, %(unique_key)s, %(concurrency_key)s,
-    %(concurrency_limit)s, %(timeout)s, (floor({_NOW} / %(every)s) + 1) * %(every)s)
+    %(concurrency_limit)s, %(timeout)s, %(cron)s, %(tz)s,
+    coalesce(%(next_at)s, (floor({_NOW} / %(every)s) + 1) * %(every)s))
 ON CONFLICT (name) DO UPDATE SET
     queue = excluded.queue, payload = excluded.payload, priority = excluded.priority,
     delay = excluded.delay, run_at = excluded.run_at, requires = excluded.requires,
     max_attempts = excluded.max_attempts, backoff = excluded.backoff,
     unique_key = excluded.unique_key, concurrency_key = excluded.concurrency_key,
     concurrency_limit = excluded.concurrency_limit, timeout = excluded.timeout,
-    next_at = CASE WHEN s.every = excluded.every THEN s.next_at ELSE excluded.next_at END,
-    every = excluded.every
+    next_at = CASE WHEN s.every IS NOT DISTINCT FROM excluded.every
+                    AND s.cron IS NOT DISTINCT FROM excluded.cron
+                    AND s.tz IS NOT DISTINCT FROM excluded.tz
+              THEN s.next_at ELSE excluded.next_at END,
+    every = excluded.every, cron = excluded.cron, tz = excluded.tz
 RETURNING next_at
 """
 

@@ -59,14 +59,18 @@ CREATE INDEX IF NOT EXISTS onewriter_jobs_finished
 CREATE INDEX IF NOT EXISTS onewriter_jobs_dead
     ON onewriter_jobs (queue, finished_at) WHERE state = 'dead';
 
--- Periodic jobs: each fires once per period, whatever the number of service instances.
+-- Periodic jobs: each fires once per period (every seconds, or each time its cron
+-- expression names in its time zone), whatever the number of service instances.
 CREATE TABLE IF NOT EXISTS onewriter_job_schedules (
     name TEXT PRIMARY KEY,
     queue TEXT NOT NULL,
     payload TEXT NOT NULL,
-    every REAL NOT NULL CHECK (every > 0),
+    every REAL CHECK (every > 0),
     options TEXT NOT NULL,
-    next_at REAL NOT NULL
+    next_at REAL NOT NULL,
+    cron TEXT,
+    tz TEXT,
+    CHECK ((every IS NULL) <> (cron IS NULL))
 );
 
 -- Settings of queues that have any: paused (claims take nothing), rate limit.

@@ -215,13 +215,15 @@ DELETE FROM onewriter_jobs WHERE id IN (
     SELECT id FROM onewriter_jobs WHERE state = 'done' AND finished_at < :before LIMIT :limit)
 """
 
+#: Declaring a schedule again with the same period keeps its next firing time.
 SCHEDULE = """
-INSERT INTO onewriter_job_schedules (name, queue, payload, every, options, next_at)
-VALUES (:name, :queue, :payload, :every, :options, :next_at)
+INSERT INTO onewriter_job_schedules (name, queue, payload, every, options, next_at, cron, tz)
+VALUES (:name, :queue, :payload, :every, :options, :next_at, :cron, :tz)
 ON CONFLICT (name) DO UPDATE SET
     queue = excluded.queue, payload = excluded.payload, options = excluded.options,
-    next_at = CASE WHEN every = excluded.every THEN next_at ELSE excluded.next_at END,
-    every = excluded.every
+    next_at = CASE WHEN every IS excluded.every AND cron IS excluded.cron AND tz IS excluded.tz
+              THEN next_at ELSE excluded.next_at END,
+    every = excluded.every, cron = excluded.cron, tz = excluded.tz
 """
 
 SCHEDULE_NEXT = "SELECT next_at FROM onewriter_job_schedules WHERE name = ?"
@@ -229,12 +231,12 @@ SCHEDULE_NEXT = "SELECT next_at FROM onewriter_job_schedules WHERE name = ?"
 UNSCHEDULE = "DELETE FROM onewriter_job_schedules WHERE name = ?"
 
 DUE_SCHEDULES = """
-SELECT name, queue, payload, every, options FROM onewriter_job_schedules WHERE next_at <= ?
+SELECT name, queue, payload, every, options, cron, tz FROM onewriter_job_schedules
+WHERE next_at <= ?
 """
 
 SCHEDULE_FIRED = "UPDATE onewriter_job_schedules SET next_at = ? WHERE name = ?"
 
-SCHEDULES = "SELECT name, queue, payload, every, options, next_at FROM onewriter_job_schedules"
 
 #: The parents a job names, with their states (missing ones were pruned: done).
 PARENT_STATES = "SELECT id, state FROM onewriter_jobs WHERE id IN (SELECT value FROM json_each(?))"

@@ -281,12 +281,21 @@ class JobStore(Controls, ABC):
                 return total
 
     def schedule(
-        self, name: str, queue: str, payload: Any, *, every: float, **options: Any
+        self,
+        name: str,
+        queue: str,
+        payload: Any,
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        **options: Any,
     ) -> float:
         """Declare a periodic job (options as for :meth:`enqueue`); it fires once per
-        period of ``every`` seconds (aligned to multiples of it, UTC), whatever the number
-        of instances declaring it. Returns its next firing time."""
-        call = self._calls.schedule_call(name, queue, payload, every, options)
+        period of ``every`` seconds (aligned to multiples of it, UTC), or at each time the
+        ``cron`` expression names (``"*/5 * * * *"``) in time zone ``tz``, whatever the
+        number of instances declaring it. Returns its next firing time."""
+        call = self._calls.schedule_call(name, queue, payload, every, cron, tz, options)
         return float(self._write(call))
 
     def unschedule(self, name: str) -> bool:
