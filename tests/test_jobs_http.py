@@ -285,9 +285,17 @@ def test_openapi_metrics_and_stats(service: Service) -> None:
     service.worker.post(f"/jobs/{job_id}/complete", json={"token": job["token"]})
     schema = httpx.get(f"{service.url}/openapi.json").json()
     assert schema["openapi"].startswith("3.")
-    assert {"/queues/{queue}/jobs", "/queues/{queue}/claim", "/jobs/{job_id}/complete"} <= set(
-        schema["paths"]
-    )
+    assert {
+        "/queues/{queue}/jobs",
+        "/queues/{queue}/claim",
+        "/jobs/{job_id}/complete",
+        "/jobs/{job_id}/cancel",
+        "/jobs/{job_id}/retry",
+        "/queues/{queue}",
+        "/queues/{queue}/pause",
+        "/queues/{queue}/resume",
+    } <= set(schema["paths"])
+    assert "progress" in schema["components"]["schemas"]["Job"]["properties"]
     metrics = httpx.get(f"{service.url}/metrics").text
     assert "# TYPE onewriter_jobs gauge" in metrics
     assert 'onewriter_jobs{queue="metered",state="done"} 1' in metrics

@@ -25,6 +25,7 @@ from .._errors import BadRequest, OneWriterError
 from .._ops import Ops
 from ._async_queue import AsyncJobQueue
 from ._async_store import AsyncJobStore
+from ._http_controls import Controls
 from ._http_io import (
     OPEN,
     PRODUCER,
@@ -65,6 +66,7 @@ class Service:
         self.on_ready = on_ready
         self.metrics = HttpMetrics()
         self._queue: AsyncJobStore | None = None
+        self.controls = Controls(lambda: self.queue, self.body)
 
     @property
     def queue(self) -> AsyncJobStore:
@@ -150,19 +152,31 @@ class Service:
         queue = request.path_params["queue"]
         data = await self.body(request)
         batch = "jobs" in data
+        callback = None
         if batch:
-            Fields(data, ("jobs",))
+            fields = Fields(data, ("jobs", "callback", "callback_queue"))
             items = data["jobs"]
             if not isinstance(items, list) or not items:
                 raise BadRequest("jobs must be a non-empty list of job objects")
             specs = [new_job(item, f"jobs[{i}]") for i, item in enumerate(items)]
+            if "callback" in data:
+                callback = new_job(data["callback"], "callback")
         else:
             specs = [new_job(data)]
-        results = await self.queue.enqueue_many(queue, specs)
+        if callback is not None:
+            done = await self.queue.enqueue_batch(
+                queue, specs, callback, callback_queue=fields.text("callback_queue")
+            )
+            results = done.jobs
+        else:
+            results = await self.queue.enqueue_many(queue, specs)
         self.metrics.jobs["enqueued"] += sum(r.created for r in results)
         status = 201 if any(r.created for r in results) else 200
         rendered = [{"id": r.id, "created": r.created} for r in results]
-        return JSONResponse({"jobs": rendered} if batch else rendered[0], status_code=status)
+        body: dict[str, Any] = {"jobs": rendered} if batch else rendered[0]
+        if callback is not None:
+            body["callback"] = done.callback
+        return JSONResponse(body, status_code=status)
 
     async def get_job(self, request: Request) -> Response:
         job_id = self.job_id(request)
@@ -223,11 +237,13 @@ class Service:
         return JSONResponse({"jobs": [j.to_dict() for j in jobs]})
 
     async def heartbeat(self, request: Request) -> Response:
-        fields = Fields(await self.body(request), ("token", "lease"))
+        fields = Fields(await self.body(request), ("token", "lease", "progress", "message"))
         until = await self.queue.heartbeat(
             self.job_id(request),
             fields.text("token", required=True),
             fields.number("lease", DEFAULT_LEASE),
+            progress=fields.number("progress"),
+            message=fields.text("message"),
         )
         return JSONResponse({"lease_until": until})
 
@@ -310,6 +326,7 @@ class Service:
             ("/metrics", "GET", "metrics", OPEN, self.metrics_text),
             ("/openapi.json", "GET", "openapi", OPEN, self.openapi),
             ("/ui", "GET", "ui", OPEN, self.ui),
+            *self.controls.routes(),
         ]
         return [
             Route(path, self.endpoint(name, roles, fn), methods=[method], name=name)

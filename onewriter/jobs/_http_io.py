@@ -188,6 +188,9 @@ NEW_JOB_FIELDS = (
     "concurrency_key",
     "concurrency_limit",
     "backoff",
+    "timeout",
+    "depends_on",
+    "on_parent_failure",
 )
 
 
@@ -201,4 +204,6 @@ def new_job(data: Mapping[str, Any], what: str = "job") -> NewJob:
     options = {k: v for k, v in data.items() if k != "payload" and v is not None}
     if "requires" in options:
         options["requires"] = fields.strings("requires")
+    if "depends_on" in options:
+        options["depends_on"] = fields.integers("depends_on")
     return NewJob(payload=data["payload"], **options)

@@ -11,6 +11,8 @@ import os
 from collections import Counter
 from typing import Any
 
+from ._model import STATES
+
 
 class HttpMetrics:
     """Requests served by this process, by route and status, with time spent."""
@@ -43,8 +45,11 @@ def render(stats: dict[str, Any], writer: dict[str, Any] | None, http: HttpMetri
 
     family("onewriter_jobs", "gauge", "Jobs by queue and state.")
     for queue, figures in stats["queues"].items():
-        for state in ("ready", "running", "done", "dead"):
+        for state in STATES:
             out.append(f"onewriter_jobs{_labels(queue=queue, state=state)} {figures[state]}")
+    family("onewriter_jobs_queue_paused", "gauge", "1 while the queue is paused.")
+    for queue, figures in stats["queues"].items():
+        out.append(f"onewriter_jobs_queue_paused{_labels(queue=queue)} {int(figures['paused'])}")
     family("onewriter_jobs_oldest_ready_seconds", "gauge", "Age of the oldest due ready job.")
     for queue, figures in stats["queues"].items():
         age = figures["oldest_ready_age"]

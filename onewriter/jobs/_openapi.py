@@ -68,12 +68,23 @@ _NEW_JOB = _obj(
     concurrency_key=_STR,
     concurrency_limit=_INT,
     backoff={"type": "number", "description": "seconds; doubled per attempt, jittered"},
+    timeout={"type": "number", "description": "seconds an attempt may run"},
+    depends_on={"type": "array", "items": _INT, "description": "ids of jobs to wait for"},
+    on_parent_failure={"type": "string", "enum": ["cancel", "run"]},
+)
+
+_STATES = ["waiting", "ready", "running", "done", "dead", "cancelled"]
+
+_SETTINGS = _obj(
+    queue=_STR,
+    paused={"type": "boolean"},
+    rate_limit={"oneOf": [_obj(("limit",), limit=_INT, period=_NUMBER), {"type": "null"}]},
 )
 
 _JOB = _obj(
     id=_INT,
     queue=_STR,
-    state={"type": "string", "enum": ["ready", "running", "done", "dead"]},
+    state={"type": "string", "enum": _STATES},
     payload=_ANY,
     priority=_INT,
     run_at=_NUMBER,
@@ -91,6 +102,12 @@ _JOB = _obj(
     created_at=_NUMBER,
     started_at=_NUMBER,
     finished_at=_NUMBER,
+    timeout=_NUMBER,
+    progress={"type": "number", "description": "0 to 100, from the heartbeats"},
+    message=_STR,
+    cancel_requested={"type": "boolean"},
+    depends_on={"type": "array", "items": _INT},
+    on_parent_failure=_STR,
 )
 
 _JOBS = _obj(jobs={"type": "array", "items": {"$ref": "#/components/schemas/Job"}})
@@ -126,7 +143,12 @@ def openapi_schema() -> dict[str, Any]:
                     body={
                         "oneOf": [
                             {"$ref": "#/components/schemas/NewJob"},
-                            _obj(("jobs",), jobs={"type": "array", "items": _NEW_JOB}),
+                            _obj(
+                                ("jobs",),
+                                jobs={"type": "array", "items": _NEW_JOB},
+                                callback=_NEW_JOB,
+                                callback_queue=_STR,
+                            ),
                         ]
                     },
                     ok={"oneOf": [_ENQUEUED, _obj(jobs={"type": "array", "items": _ENQUEUED})]},
@@ -173,8 +195,14 @@ def openapi_schema() -> dict[str, Any]:
             },
             "/jobs/{job_id}/heartbeat": {
                 "post": _op(
-                    "Extend the lease (worker token)",
-                    body=_obj(("token",), token=_STR, lease=_NUMBER),
+                    "Extend the lease, report progress; 409 CANCELLED: stop (worker token)",
+                    body=_obj(
+                        ("token",),
+                        token=_STR,
+                        lease=_NUMBER,
+                        progress={"type": "number", "minimum": 0, "maximum": 100},
+                        message=_STR,
+                    ),
                     ok=_obj(lease_until=_NUMBER),
                     errors=(400, 401, 409),
                     params=[job_id],
@@ -193,7 +221,7 @@ def openapi_schema() -> dict[str, Any]:
                 "post": _op(
                     "Record a failed attempt: retried after a backoff, or dead (worker token)",
                     body=_obj(("token",), token=_STR, error=_STR, retry={"type": "boolean"}),
-                    ok=_obj(state={"type": "string", "enum": ["ready", "dead"]}),
+                    ok=_obj(state={"type": "string", "enum": ["ready", "dead", "cancelled"]}),
                     errors=(400, 401, 409),
                     params=[job_id],
                 )
@@ -204,6 +232,49 @@ def openapi_schema() -> dict[str, Any]:
                     body=_obj(("token",), token=_STR),
                     ok=_obj(released={"type": "boolean"}),
                     params=[job_id],
+                )
+            },
+            "/jobs/{job_id}/cancel": {
+                "post": _op(
+                    "Cancel: cancelled, cancelling (running), or its final state (producer)",
+                    ok=_obj(state=_STR),
+                    errors=(401, 404),
+                    params=[job_id],
+                )
+            },
+            "/jobs/{job_id}/retry": {
+                "post": _op(
+                    "Run a dead or cancelled job again, fresh attempts (producer token)",
+                    ok=_obj(retried={"type": "boolean"}),
+                    errors=(401,),
+                    params=[job_id],
+                )
+            },
+            "/queues/{queue}": {
+                "get": _op("The queue's settings", ok=_SETTINGS, params=[queue]),
+                "put": _op(
+                    "Pause/resume, set or remove (null) the rate limit (producer token)",
+                    body=_obj(
+                        paused={"type": "boolean"},
+                        rate_limit={
+                            "oneOf": [
+                                _obj(("limit",), limit=_INT, period=_NUMBER),
+                                {"type": "null"},
+                            ]
+                        },
+                    ),
+                    ok=_SETTINGS,
+                    params=[queue],
+                ),
+            },
+            "/queues/{queue}/pause": {
+                "post": _op(
+                    "Claims get nothing until resumed (producer)", ok=_SETTINGS, params=[queue]
+                )
+            },
+            "/queues/{queue}/resume": {
+                "post": _op(
+                    "Hand out the queue's jobs again (producer)", ok=_SETTINGS, params=[queue]
                 )
             },
             "/jobs": {
