@@ -63,6 +63,11 @@ def place_order(conn: sqlite3.Connection, item: str, fail: bool) -> int:
     return job_id
 
 
+@app_ops.register
+def ship_after(conn: sqlite3.Connection, parent: int) -> int:
+    return enqueue_in(conn, "orders", "ship", depends_on=[parent])
+
+
 class Store:
     """One store for one test: queue objects on it (closed at teardown), the async twins,
     and raw SQL (``?`` placeholders) for what a test sets up behind the queue's back."""
@@ -919,6 +924,8 @@ def test_enqueue_in_the_callers_transaction_commits_or_rolls_back_with_it(store:
         with pytest.raises(onewriter.OpFailed, match="payment refused"):
             store.db.write(place_order, item="lamp", fail=True)
         orders = store.db.read("SELECT item FROM orders")
+        with pytest.raises(onewriter.OpFailed, match="depends_on names no job 424242"):
+            store.db.write(ship_after, parent=424242)
         with pytest.raises(onewriter.BadRequest, match="running op"):
             enqueue_in(sqlite3.connect(":memory:"), "orders", 1)
     else:
@@ -946,6 +953,8 @@ def test_enqueue_in_the_callers_transaction_commits_or_rolls_back_with_it(store:
             pytest.raises(onewriter.BadRequest, match="inside a transaction"),
         ):
             enqueue_in(conn, "orders", 1)
+        with psycopg.connect(store.url) as conn, pytest.raises(JobNotFound, match="424242"):
+            enqueue_in(conn, "orders", "ship", depends_on=[424242])
 
         async def in_async() -> int:
             conn = await psycopg.AsyncConnection.connect(store.url)

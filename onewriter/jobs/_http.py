@@ -25,7 +25,7 @@ from .._errors import BadRequest, OneWriterError
 from .._ops import Ops
 from ._async_queue import AsyncJobQueue
 from ._async_store import AsyncJobStore
-from ._http_controls import Controls
+from ._http_controls import ControlEndpoints
 from ._http_io import (
     OPEN,
     PRODUCER,
@@ -66,7 +66,7 @@ class Service:
         self.on_ready = on_ready
         self.metrics = HttpMetrics()
         self._queue: AsyncJobStore | None = None
-        self.controls = Controls(lambda: self.queue, self.body)
+        self.controls = ControlEndpoints(lambda: self.queue, self.body)
 
     @property
     def queue(self) -> AsyncJobStore:

@@ -20,7 +20,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 Route = tuple[str, str, str, frozenset[str], Handler]
 
 
-class Controls:
+class ControlEndpoints:
     """The endpoints, over the service's store (``store()`` returns it once open)."""
 
     def __init__(

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import BadRequest
 from . import _ops as ops
+from . import _sql as sql
+from ._calls import check_parents, parents_params
 from ._model import DEFAULT_PAYLOAD_LIMIT, Enqueued, NewJob, check_queue_name, decode_batch
 from ._model import encode_batch as _encode
 
@@ -43,16 +45,23 @@ def enqueue_many_in(
     payload_limit: int | None = DEFAULT_PAYLOAD_LIMIT,
 ) -> list[Enqueued]:
     """Add many jobs in ``conn``'s transaction."""
-    groups, keyed, layout = _encode(jobs, payload_limit)
+    chosen = list(jobs)
+    groups, keyed, layout = _encode(chosen, payload_limit)
     name = check_queue_name(queue)
+    parents = parents_params(chosen)
     if isinstance(conn, sqlite3.Connection):
         if not conn.in_transaction:
             raise BadRequest("enqueue_in needs the conn of a running op (inside its transaction)")
+        if parents is not None:
+            check_parents(parents, conn.execute(sql.EXISTING, parents).fetchall())
         return decode_batch(ops.jobs_enqueue(conn, name, groups, keyed), layout)
+    from . import _pg_sql as pg_sql
     from ._pg_ops import enqueue
     from ._pg_run import run_on
 
     _check_pg_transaction(conn.info.transaction_status, conn.autocommit)
+    if parents is not None:
+        check_parents(parents, conn.execute(pg_sql.EXISTING, parents).fetchall())
     return decode_batch(run_on(conn, enqueue(name, groups, keyed)), layout)
 
 
@@ -65,11 +74,16 @@ async def enqueue_in_async(
     **options: Any,
 ) -> int:
     """Add a job in the transaction of a psycopg ``AsyncConnection``; its id."""
+    from . import _pg_sql as pg_sql
     from ._pg_ops import enqueue
     from ._pg_run import run_on_async
 
-    groups, keyed, layout = _encode([NewJob(payload=payload, **options)], payload_limit)
+    job = NewJob(payload=payload, **options)
+    groups, keyed, layout = _encode([job], payload_limit)
     _check_pg_transaction(conn.info.transaction_status, conn.autocommit)
+    if (parents := parents_params([job])) is not None:
+        cursor = await conn.execute(pg_sql.EXISTING, parents)
+        check_parents(parents, await cursor.fetchall())
     result = await run_on_async(conn, enqueue(check_queue_name(queue), groups, keyed))
     return decode_batch(result, layout)[0].id
 
