@@ -226,11 +226,17 @@ def library_table(jobs: int, scratch: str, postgres: Any) -> str:
         print(f"  {name}, {sync}: {rate:,.0f} jobs/s", flush=True)
     peers = [rate for (name, _), rate in rates.items() if "onewriter" not in name]
     best_peer = max(peers, default=0.0)
+    huey = next((rate for (name, _), rate in rates.items() if name.startswith("huey")), 0.0)
+
+    def ratio(rate: float, base: float) -> str:
+        return f"{rate / base:.1f}x" if base else "-"
+
     rows = [
-        [name, sync, jobs, round(rate), f"{rate / best_peer:.1f}x" if peers else "-"]
+        [name, sync, jobs, round(rate), ratio(rate, best_peer), ratio(rate, huey)]
         for (name, sync), rate in rates.items()
     ]
-    return format_table(["queue", "synchronous", "jobs", "jobs/s", "vs best peer"], rows)
+    headers = ["queue", "synchronous", "jobs", "jobs/s", "vs best peer", "vs huey"]
+    return format_table(headers, rows)
 
 
 def http_table(postgres: Any) -> str:

@@ -158,19 +158,24 @@ def jobs_claim(
 ) -> list[Any]:
     """Take up to ``limit`` jobs a worker with capabilities ``caps`` (JSON array) may run.
 
-    Expired leases are returned to the queue and due periodic jobs fired first, so the
-    queue needs no janitor process to stay correct.
+    Expired leases are returned to the queue, due periodic jobs fired and finished
+    parents counted off first, so the queue needs no janitor process to stay correct. One
+    probe says which of those there is to do, and the queue's rate limit.
     """
     now = time.time()
-    _reap(conn, now)
-    _fire_schedules(conn, now)
-    _resolve(conn, now)
-    rate = conn.execute(sql.RATE_LIMIT_OF, (queue,)).fetchone()
-    if rate is not None and rate[0] is not None:
-        conn.execute(sql.RATE_FORGET, (queue, now - rate[1]))
-        limit = min(
-            limit, rate[0] - conn.execute(sql.RATE_USED, (queue, now - rate[1])).fetchone()[0]
-        )
+    expired, due, deps, rate_limit, period = conn.execute(
+        sql.CLAIM_PROBE, {"now": now, "queue": queue}
+    ).fetchone()
+    if expired:
+        _reap(conn, now)
+    if due:
+        _fire_schedules(conn, now)
+    if deps or expired:  # a lease that ended on a last attempt made a dead parent
+        _resolve(conn, now)
+    if rate_limit is not None:
+        conn.execute(sql.RATE_FORGET, (queue, now - period))
+        used = conn.execute(sql.RATE_USED, (queue, now - period)).fetchone()[0]
+        limit = min(limit, rate_limit - used)
         if limit <= 0:
             return []
     params = {
@@ -183,7 +188,7 @@ def jobs_claim(
     rows = conn.execute(sql.CLAIM, {**params, "lease": lease, "now": now}).fetchall()
     if any(row[_ROW_CONCURRENCY_KEY] is not None for row in rows):
         rows = _within_concurrency_limits(conn, rows, now)
-    if rate is not None and rate[0] is not None:
+    if rate_limit is not None:
         conn.executemany(sql.RATE_RECORD, [(queue, now)] * len(rows))
     rows.sort(key=lambda r: (-r[3], r[4], r[0]))
     return rows

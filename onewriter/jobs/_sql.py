@@ -275,7 +275,16 @@ PAUSE = "UPDATE onewriter_job_queues SET paused = ? WHERE queue = ?"
 
 SET_RATE_LIMIT = "UPDATE onewriter_job_queues SET rate_limit = ?, rate_period = ? WHERE queue = ?"
 
-RATE_LIMIT_OF = "SELECT rate_limit, rate_period FROM onewriter_job_queues WHERE queue = ?"
+#: What a claim has to do before it claims: expired leases, due schedules, dependencies
+#: (any: their parents are checked by ``RESOLVABLE``), and the queue's rate limit.
+CLAIM_PROBE = """
+SELECT
+    EXISTS (SELECT 1 FROM onewriter_jobs WHERE state = 'running' AND lease_until < :now),
+    EXISTS (SELECT 1 FROM onewriter_job_schedules WHERE next_at <= :now),
+    EXISTS (SELECT 1 FROM onewriter_job_deps),
+    q.rate_limit, q.rate_period
+FROM (SELECT 1) LEFT JOIN onewriter_job_queues AS q ON q.queue = :queue
+"""
 
 #: Forget claims that left the window; count those in it; record new ones.
 RATE_FORGET = "DELETE FROM onewriter_job_claims WHERE queue = ? AND at <= ?"

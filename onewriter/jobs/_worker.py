@@ -373,8 +373,11 @@ class Worker:
         retry = not isinstance(exc, PermanentError)
         error = f"{type(exc).__name__}: {exc}"
         try:
-            await self.source.fail(job.id, job.token, error, retry=retry)
-            self.stats.failed += 1
+            state = await self.source.fail(job.id, job.token, error, retry=retry)
+            if state == "cancelled":  # asked for meanwhile: it ends so, not retried
+                self.stats.cancelled += 1
+            else:
+                self.stats.failed += 1
         except LeaseLost:
             self.stats.lease_lost += 1
         except JobCancelled:
