@@ -810,6 +810,9 @@ def test_rate_limit_caps_claims_in_any_period(store: Store) -> None:
     for bad in ((0, 1.0), (3, 0), (3, -1)):
         with pytest.raises(onewriter.BadRequest):
             queue.set_rate_limit("r", *bad)
+    for shape in ("fast", (3,), {"limit": 3, "every": 1}):
+        with pytest.raises(onewriter.BadRequest, match="rate_limit"):
+            queue.configure("r", rate_limit=shape)
 
 
 V1_SQLITE_SCHEMA = (Path(__file__).parent / "data" / "jobs_schema_v1.sql").read_text()

@@ -175,9 +175,10 @@ class Calls:
                 if unknown or "limit" not in rate_limit:
                     raise BadRequest("rate_limit is {limit, period} (period in seconds)")
                 rate = check_rate_limit(rate_limit["limit"], rate_limit.get("period", 1.0))
+            elif isinstance(rate_limit, tuple | list) and len(rate_limit) == 2:
+                rate = check_rate_limit(*rate_limit)
             else:
-                limit, period = rate_limit
-                rate = check_rate_limit(limit, period)
+                raise BadRequest("rate_limit is (limit, period), {limit, period} or None")
         return ops.jobs_configure, {
             "queue": check_queue_name(queue),
             "paused": paused,
