@@ -17,6 +17,8 @@
     │   ├── WriterUnavailable      WRITER_UNAVAILABLE  503
     │   └── ShuttingDown           SHUTTING_DOWN       503
     ├── ReadTimeout                READ_TIMEOUT        504  (a read ran past its deadline)
+    ├── ReadOnly                   READ_ONLY           403  (a read tried to write or reach out)
+    ├── ReadsDisabled              READS_DISABLED      403  (this transport serves no reads)
     ├── Closed                     CLOSED              500  (used after close())
     ├── UnsupportedFilesystem      UNSUPPORTED_FS      500  (WAL cannot work there)
     ├── WrongKey                   BAD_KEY             500  (the key does not open the file)
@@ -140,6 +142,20 @@ class ReadTimeout(OneWriterError):
     http_status = 504
 
 
+class ReadOnly(OneWriterError):
+    """Readers only read: the statement would write, change settings or reach files."""
+
+    code = "READ_ONLY"
+    http_status = 403
+
+
+class ReadsDisabled(OneWriterError):
+    """The writer serves no reads (nor stats) on this transport (``Config.remote_reads``)."""
+
+    code = "READS_DISABLED"
+    http_status = 403
+
+
 class Closed(OneWriterError):
     """The database object is closed."""
 
@@ -184,6 +200,8 @@ ERRORS_BY_CODE: dict[str, type[OneWriterError]] = {
         WriterUnavailable,
         ShuttingDown,
         ReadTimeout,
+        ReadOnly,
+        ReadsDisabled,
         Closed,
         UnsupportedFilesystem,
         WrongKey,

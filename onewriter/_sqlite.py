@@ -10,7 +10,7 @@ import os
 import sqlite3
 from typing import Literal
 
-from . import _cipher
+from . import _cipher, _readonly
 from ._config import Config
 from ._errors import UnsupportedFilesystem
 
@@ -46,7 +46,8 @@ def open_connection(path: str, config: Config, kind: ConnectionKind) -> sqlite3.
     """Open ``path`` as the writer's connection, a reader's, or a backup's (``copy``).
 
     Both run in autocommit mode (``isolation_level=None``): the writer issues its own
-    ``BEGIN IMMEDIATE``; a reader never holds a transaction past one statement. With
+    ``BEGIN IMMEDIATE``; a reader never holds a transaction past one statement, and its
+    authorizer refuses anything but reading (``_readonly``). With
     ``config.key`` the connection is SQLCipher's, keyed before anything reads the file,
     and a wrong key (or a missing one) fails here with ``WrongKey``.
     """
@@ -72,6 +73,7 @@ def open_connection(path: str, config: Config, kind: ConnectionKind) -> sqlite3.
         raise
     if kind == "reader":
         conn.row_factory = row_type
+        _readonly.install(conn)
     return conn
 
 

@@ -47,7 +47,8 @@ from ._errors import (
     error_from_wire,
 )
 from ._ops import Ops
-from ._remote import RemoteCore, RemoteReads, tcp_address, tcp_url
+from ._remote import RemoteCore, tcp_address, tcp_url
+from ._remote_reads import RemoteReads, reads_allowed, reads_disabled
 from ._server import ClientConnection
 
 if TYPE_CHECKING:
@@ -125,7 +126,11 @@ class TcpConnection(ClientConnection):
 
     def __init__(self, listener: TcpListener) -> None:
         service = listener.service
-        super().__init__(service, allow_sql=service.config.allow_sql_remote)
+        super().__init__(
+            service,
+            allow_sql=service.config.allow_sql_remote,
+            serves_reads=reads_allowed(service.config, "tcp"),
+        )
         self.listener = listener
         self.nonce = os.urandom(NONCE_BYTES)
         self.authenticated = False
@@ -193,8 +198,10 @@ class TcpConnection(ClientConnection):
         rid = m.get("id")
         if not isinstance(rid, int) or isinstance(rid, bool):
             self._reply_error(None, BadRequest("every request needs an integer id"))
-            return
-        self.listener.reads.start(rid, m, self._answer)
+        elif not self.serves_reads:
+            self._reply_error(rid, reads_disabled("tcp"))
+        else:
+            self.listener.reads.start(rid, m, self._answer)
 
     def _answer(self, body: bytes) -> None:
         if not self.closed:

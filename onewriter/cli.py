@@ -108,6 +108,13 @@ def _add_remote_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--tls-cert", "speak TLS on --listen with this PEM certificate chain")
     add_flag(p, "--tls-key", "the PEM private key of --tls-cert")
     add_flag(p, "--allow-sql", "accept raw SQL writes over TCP and Redis", action="store_true")
+    add_flag(
+        p,
+        "--remote-reads",
+        "which remote transports may send reads and ask for stats",
+        default="tcp",
+        choices=["off", "tcp", "all"],
+    )
     add_flag(p, "--max-connections", "most TCP connections at once", default=256, type=int)
     add_flag(p, "--redis", "also take requests from a Redis list at redis://HOST:PORT/DB")
     add_flag(p, "--redis-queue", "the Redis list's name", default="onewriter")
@@ -129,6 +136,7 @@ def _remote_fields(args: argparse.Namespace) -> dict[str, Any]:
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         "allow_sql_remote": args.allow_sql is True or str(args.allow_sql).lower() in _YES,
+        "remote_reads": args.remote_reads,
         "max_connections": args.max_connections,
         "redis_url": args.redis,
         "redis_queue": args.redis_queue,
