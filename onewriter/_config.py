@@ -13,6 +13,7 @@ from ssl import SSLContext
 from typing import Any, Literal
 
 from ._cipher import check_key
+from ._errors import NoSuchFolder
 
 Role = Literal["auto", "writer", "client", "standalone"]
 Durability = Literal["normal", "full"]
@@ -188,8 +189,18 @@ class Config:
 
 
 def resolve_paths(database: str, config: Config) -> tuple[str, str, str]:
-    """The absolute database path and the socket and lock paths that belong to it."""
+    """The absolute database path and the socket and lock paths that belong to it.
+
+    Refuses a database whose folder is missing: SQLite and the lock file would fail on
+    it later, naming the lock file instead of the folder.
+    """
     db = os.path.realpath(database)
+    folder = os.path.dirname(db)
+    if not os.path.isdir(folder):
+        raise NoSuchFolder(
+            f"the folder of {database} does not exist: create {folder} first "
+            "(onewriter creates the database file, not its folder)"
+        )
     lock = config.lock_path or db + ".onewriter.lock"
     sock = config.socket_path or db + ".onewriter.sock"
     if len(sock.encode()) > _MAX_SOCKET_PATH:

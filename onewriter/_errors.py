@@ -22,7 +22,9 @@
     ├── Closed                     CLOSED              500  (used after close())
     ├── UnsupportedFilesystem      UNSUPPORTED_FS      500  (WAL cannot work there)
     ├── WrongKey                   BAD_KEY             500  (the key does not open the file)
-    └── BackupFailed               BACKUP_FAILED       500  (a backup or restore refused)
+    ├── BackupFailed               BACKUP_FAILED       500  (a backup or restore refused)
+    ├── MissingExtra               MISSING_EXTRA       500  (an optional extra is not installed)
+    └── NoSuchFolder               NO_SUCH_FOLDER      500  (the database's folder does not exist)
 
 The class docstring is the default message.
 """
@@ -184,6 +186,20 @@ class BackupFailed(OneWriterError):
     http_status = 500
 
 
+class MissingExtra(OneWriterError, ImportError):
+    """This feature needs an optional extra that is not installed (also an ImportError)."""
+
+    code = "MISSING_EXTRA"
+    http_status = 500
+
+
+class NoSuchFolder(OneWriterError):
+    """The database's folder does not exist: onewriter creates the file, not its folder."""
+
+    code = "NO_SUCH_FOLDER"
+    http_status = 500
+
+
 ERRORS_BY_CODE: dict[str, type[OneWriterError]] = {
     cls.code: cls
     for cls in (
@@ -206,6 +222,8 @@ ERRORS_BY_CODE: dict[str, type[OneWriterError]] = {
         UnsupportedFilesystem,
         WrongKey,
         BackupFailed,
+        MissingExtra,
+        NoSuchFolder,
     )
 }
 

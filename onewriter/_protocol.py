@@ -14,7 +14,7 @@ Client to writer::
 
 Writer to client::
 
-    {"t": "hello", "v": 1, "pid": 1234, "max_frame": 8388608}
+    {"t": "hello", "v": 1, "pid": 1234, "max_frame": 8388608, "ops": [...], "schema": 3}
     {"id": 7, "ok": true, "result": ...}
     {"id": 7, "error": {"code": "OP_FAILED", "message": "..."}}
 

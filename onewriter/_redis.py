@@ -32,10 +32,15 @@ import threading
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
-import redis.asyncio
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from ._extras import missing_extra
+
+try:
+    import redis
+    import redis.asyncio
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as exc:
+    raise missing_extra("redis", "the Redis transport", exc) from None
 
 from . import _protocol as proto
 from ._engine import Request

@@ -169,6 +169,8 @@ class ClientConnection(asyncio.Protocol):
                     "v": proto.PROTOCOL_VERSION,
                     "pid": self.service.pid,
                     "max_frame": self.service.config.max_frame,
+                    "ops": sorted(op.name for op in self.service.ops),
+                    "schema": self.service.schema_version,
                 }
             )
         )

@@ -142,7 +142,8 @@ def wal_reset_bug_affects(version: tuple[int, int, int]) -> bool:
 
 
 def log_sqlite_version() -> None:
-    """Log the SQLite version once per process, with a note when it has the WAL-reset race."""
+    """Log the SQLite version once per process (the writer calls it as it starts), with a
+    note when it has the WAL-reset race; the note's links work from an installed package."""
     global _version_logged
     if _version_logged:
         return
@@ -152,7 +153,8 @@ def log_sqlite_version() -> None:
         log.warning(
             "SQLite %s has the WAL-reset race (fixed in 3.51.3): only onewriter's writer "
             "writes and checkpoints, but any other tool writing this file (Litestream "
-            "included) could trigger it. See docs/operations.md.",
+            "included) could trigger it. See https://www.sqlite.org/wal.html#walresetbug "
+            "and onewriter's operations guide, 'SQLite versions and the WAL-reset race'.",
             sqlite3.sqlite_version,
         )
     else:
