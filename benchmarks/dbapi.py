@@ -3,13 +3,14 @@
 The same web-ish workload runs in N processes (spawn) on a fresh database, released
 together at a barrier: 80 % reads (one row by id), 20 % short write transactions. The
 only difference between runs of one style is the import: ``sqlite3`` with WAL and
-``busy_timeout`` 5 s, or ``onewriter.dbapi`` (whichever process gets there first
-becomes the writer). Transaction styles:
+``busy_timeout`` 5 s, or ``onewriter.dbapi`` (its connections are the standard
+module's; write transactions take the write turn). Transaction styles:
 
 - ``implicit``: UPDATE and INSERT in the transaction the module opens before DML, commit.
-- ``autocommit``: the same statements with ``isolation_level = None``: each commits alone
-  (onewriter group-commits them with other processes' writes).
+- ``autocommit``: the same statements with ``isolation_level = None``: each commits alone.
 - ``read-write``: BEGIN, SELECT a value, UPDATE it to value + 1, INSERT, COMMIT.
+- ``read-only-tx``: as ``implicit``, but each read is ``BEGIN``, the SELECT, ``COMMIT``
+  (what an explicit BEGIN costs a transaction that only reads: it takes the turn).
 
     python -m benchmarks.dbapi             # 8 processes, 10 s a run
     python -m benchmarks.dbapi --quick     # 8 processes, 2 s a run
@@ -42,6 +43,8 @@ RUNS = (
     ("onewriter.dbapi", "autocommit"),
     ("sqlite3", "read-write"),
     ("onewriter.dbapi", "read-write"),
+    ("sqlite3", "read-only-tx"),
+    ("onewriter.dbapi", "read-only-tx"),
 )
 READ_SHARE = 0.8
 ITEMS = 1000
@@ -59,9 +62,11 @@ onewriter.dbapi at its defaults (also NORMAL). ops/s counts reads and committed 
 transactions over the common window; latencies are per read and per whole write
 transaction (its statements and the commit). `locked` counts errors saying the database
 (or a table) is locked; `stored` is the visits rows afterwards, which must equal the
-committed transactions. onewriter's interactive transactions (implicit, read-write) hold
-the one writer for their round trips, one transaction at a time; autocommit statements
-are group-committed."""
+committed transactions, and `lost` the committed transactions whose `views + 1` is
+missing from the items afterwards (a lost update). onewriter's write transactions take
+the write turn at their first write (at `BEGIN` when explicit), one at a time across
+the processes; reads outside a transaction run at once on each process's own
+connection."""
 
 
 @dataclass
@@ -76,6 +81,11 @@ class Result:
     errors: Counter[str] = field(default_factory=Counter)
     window: float = 0.0
     stored: int = 0
+    views: int = 0
+
+    @property
+    def lost(self) -> int:
+        return max(0, len(self.writes) - self.views)
 
     @property
     def locked(self) -> int:
@@ -124,6 +134,14 @@ def write_transaction(conn: Any, style: str, item: int) -> None:
     conn.commit()
 
 
+def read(conn: Any, style: str, item: int) -> None:
+    if style == "read-only-tx":
+        conn.execute("BEGIN")
+    conn.execute("SELECT id, name, views FROM items WHERE id = ?", (item,)).fetchone()
+    if style == "read-only-tx":
+        conn.commit()
+
+
 def worker(
     module_name: str,
     style: str,
@@ -153,7 +171,7 @@ def worker(
         item = rng.randint(1, ITEMS)
         try:
             if rng.random() < READ_SHARE:
-                conn.execute("SELECT id, name, views FROM items WHERE id = ?", (item,)).fetchone()
+                read(conn, style, item)
                 reads.append(clock() - began)
             else:
                 write_transaction(conn, style, item)
@@ -211,6 +229,7 @@ def run(module_name: str, style: str, processes: int, seconds: float) -> Result:
         result.window = max(ends) - min(starts)
         conn = sqlite3.connect(path, timeout=30)
         result.stored = conn.execute("SELECT count(*) FROM visits").fetchone()[0]
+        result.views = conn.execute("SELECT sum(views) FROM items").fetchone()[0]
         conn.close()
     return result
 
@@ -219,7 +238,7 @@ def table(results: Sequence[Result]) -> str:
     header = (
         f"{'module':<16} {'transactions':<12} {'N':>2} {'ops/s':>8} {'reads/s':>8} {'tx/s':>7} "
         f"{'read p50':>9} {'read p99':>9} {'tx p50':>8} {'tx p99':>8} {'tx max':>8} "
-        f"{'locked':>6} {'errors':>6} {'stored':>7}"
+        f"{'locked':>6} {'errors':>6} {'stored':>7} {'lost':>5}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -232,13 +251,30 @@ def table(results: Sequence[Result]) -> str:
             f"{percentile(r.reads, 0.5) * ms:>7.2f}ms {percentile(r.reads, 0.99) * ms:>7.2f}ms "
             f"{percentile(r.writes, 0.5) * ms:>6.2f}ms {percentile(r.writes, 0.99) * ms:>6.1f}ms "
             f"{percentile(r.writes, 1.0) * ms:>6.0f}ms "
-            f"{r.locked:>6,} {errors:>6,} {r.stored:>7,}"
+            f"{r.locked:>6,} {errors:>6,} {r.stored:>7,} {r.lost:>5,}"
         )
+    return "\n".join(lines)
+
+
+def ratios(results: Sequence[Result]) -> str:
+    """onewriter.dbapi's committed write transactions (and reads) per second over the
+    standard module's, style by style."""
+    by_key = {(r.module, r.style): r for r in results}
+    lines = []
+    for module, style in RUNS:
+        ours = by_key.get((module, style))
+        stock = by_key.get(("sqlite3", style))
+        if module == "sqlite3" or ours is None or stock is None:
+            continue
+        tx = ours.per_second(ours.writes) / max(stock.per_second(stock.writes), 1e-9)
+        rd = ours.per_second(ours.reads) / max(stock.per_second(stock.reads), 1e-9)
+        lines.append(f"{style:<12} committed tx/s {tx:5.2f}x   reads/s {rd:5.2f}x")
     return "\n".join(lines)
 
 
 def render(results: Sequence[Result]) -> str:
     out = ["```", table(results), "```", ""]
+    out += ["onewriter.dbapi over sqlite3:", "", "```", ratios(results), "```", ""]
     messages = [
         f"{r.module} {r.style}: {n:,} x {message[:160]}"
         for r in results

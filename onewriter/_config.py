@@ -71,8 +71,8 @@ class Config:
     """How long a client tries to reach or elect a writer (``WRITER_UNAVAILABLE``)."""
 
     transaction_timeout: float = 5.0
-    """The longest an interactive transaction (``onewriter.dbapi``) may hold the writer;
-    past it the transaction is rolled back and its connection told so."""
+    """The longest a write transaction of ``onewriter.dbapi`` may hold the write turn;
+    past it the transaction is rolled back and its connection told so (0: no limit)."""
 
     read_pool_size: int = 4
     """Reader connections (and threads for the asyncio face) per process."""

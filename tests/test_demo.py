@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,12 +137,61 @@ def test_stats_and_metrics_show_the_writer(service: ServiceProcess) -> None:
     assert data["mode"] == "onewriter"
     assert data["writer"]["pid"] == service.pid
     assert data["writer"]["commits"] >= 1
-    response = httpx.get(service.url + "/metrics", timeout=20.0)
-    assert response.status_code == 200
-    assert "onewriter_writer_commits_total" in response.text
-    assert (
-        f'onewriter_demo_requests_total{{worker="{response.headers["x-worker"]}"' in response.text
-    )
+    stats_sample = 'onewriter_demo_requests_total{method="GET",mode="onewriter",route="/stats"'
+    deadline = time.monotonic() + 30  # the answering worker's count is flushed within 1 s
+    while True:
+        response = httpx.get(service.url + "/metrics", timeout=20.0)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert "onewriter_writer_commits_total" in response.text
+        assert "# TYPE onewriter_writer_commit_seconds summary" in response.text
+        if stats_sample in response.text:
+            break
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.1)
+
+
+def _sample(text: str, name: str, labels: str) -> float:
+    """The value of one sample of a Prometheus text exposition (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_one_scrape_sums_the_requests_of_every_worker(tmp_path: Path) -> None:
+    healthz = 'method="GET",mode="onewriter",route="/healthz",status="200"'
+    with ServiceProcess(str(tmp_path / "posts.db"), workers=2) as running:
+        served: dict[int, int] = {}
+        deadline = time.monotonic() + 60
+        sent = 0
+        while (len(served) < 2 or min(served.values()) < 5) and sent < 400:
+            assert time.monotonic() < deadline
+            status, data = call(running.url, "GET", "/healthz")  # a fresh connection each
+            assert status == 200
+            served[data["worker"]] = served.get(data["worker"], 0) + 1
+            sent += 1
+        assert set(served) == set(running.worker_pids)  # both workers answered
+        scraped_by: set[int] = set()
+        deadline = time.monotonic() + 30  # each worker flushes its counts every second
+        for _ in range(400):
+            scrape = httpx.get(running.url + "/metrics", timeout=20.0)
+            total = _sample(scrape.text, "onewriter_demo_requests_total", healthz)
+            assert total <= sent, (served, scrape.text)
+            if total < sent:
+                assert time.monotonic() < deadline, (served, scrape.text)
+                time.sleep(0.1)
+                continue
+            scraped_by.add(int(scrape.headers["x-worker"]))
+            if len(scraped_by) == 2:
+                break
+        assert scraped_by == set(running.worker_pids)  # each worker's scrape sums both
+        metrics_dir = next(
+            path
+            for path in Path(tempfile.gettempdir()).glob("onewriter-metrics-*")
+            if any(path.glob(f"counter_{running.worker_pids[0]}.db"))
+        )
+    assert not metrics_dir.exists()  # the primary removed its directory at exit
 
 
 def test_sigusr2_prints_the_writers_stats(service: ServiceProcess) -> None:

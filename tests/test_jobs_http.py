@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import ONEWRITER_CLI, PYTHON, Child
+from http_inputs import check_bad_inputs
 
 PRODUCER = "producer-secret"
 WORKER = "worker-secret"
@@ -175,30 +176,28 @@ def test_auth_failures(service: Service) -> None:
     assert httpx.get(f"{service.url}/healthz").json()["ok"] is True
 
 
-def test_malformed_requests(service: Service) -> None:
-    post = service.producer.post
-    cases = [
-        post("/queues/q/jobs", content=b"{not json"),
-        post("/queues/q/jobs", content=b"[1, 2]"),
-        post("/queues/q/jobs", json={"payload": 1, "priorty": 2}),
-        post("/queues/q/jobs", json={"priority": 2}),
-        post("/queues/q/jobs", json={"payload": 1, "priority": "high"}),
-        post("/queues/q/jobs", json={"payload": 1, "requires": "ffmpeg"}),
-        post("/queues/q/jobs", json={"jobs": []}),
-        service.worker.post("/queues/q/claim", json={"limit": 0}),
-        service.worker.post("/queues/q/claim", json={"capabilities": [1]}),
-        service.worker.post("/jobs/1/complete", json={}),
-        service.worker.post("/jobs/1/fail", json={"token": "t", "retry": "yes"}),
-    ]
-    for response in cases:
-        assert response.status_code == 400, response.text
-        assert response.json()["error"]["code"] == "BAD_REQUEST"
-    too_large = post("/queues/q/jobs", json={"payload": "x" * 3000})
-    assert too_large.status_code == 413 and too_large.json()["error"]["code"] == "TOO_LARGE"
-    unknown = service.worker.get("/nowhere")
-    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NOT_FOUND"
-    assert service.worker.get("/jobs/123456789").status_code == 404
-    assert service.worker.get("/queues/q/claim").status_code == 405
+def test_every_bad_input_gets_a_4xx_with_its_code_and_the_service_keeps_serving(
+    service: Service,
+) -> None:
+    check_bad_inputs(service.url, {"producer": PRODUCER, "worker": WORKER})
+    assert not [line for line in service.child.stderr_lines if "Traceback" in line]
+
+
+def test_complete_many_answers_each_pair_over_http(service: Service) -> None:
+    ids = [service.enqueue("pairs", payload=i) for i in range(2)]
+    first, second = service.claim("pairs", limit=2)
+    assert {first["id"], second["id"]} == set(ids)
+    body = {
+        "jobs": [
+            {"id": first["id"], "token": "garbage", "result": "forged"},
+            {"id": first["id"], "token": first["token"], "result": "real"},
+            {"id": second["id"], "token": first["token"]},
+        ]
+    }
+    answer = service.worker.post("/jobs/complete", json=body)
+    assert answer.json() == {"completed": [False, True, False]}
+    assert service.worker.get(f"/jobs/{first['id']}").json()["result"] == "real"
+    assert service.worker.get(f"/jobs/{second['id']}").json()["state"] == "running"
 
 
 def test_lease_expiry_and_stale_token_refused(service: Service) -> None:
@@ -284,21 +283,102 @@ def test_openapi_metrics_and_stats(service: Service) -> None:
     [job] = service.claim("metered")
     service.worker.post(f"/jobs/{job_id}/complete", json={"token": job["token"]})
     schema = httpx.get(f"{service.url}/openapi.json").json()
-    assert schema["openapi"].startswith("3.")
-    assert {
-        "/queues/{queue}/jobs",
-        "/queues/{queue}/claim",
-        "/jobs/{job_id}/complete",
-        "/jobs/{job_id}/cancel",
-        "/jobs/{job_id}/retry",
-        "/queues/{queue}",
-        "/queues/{queue}/pause",
-        "/queues/{queue}/resume",
-    } <= set(schema["paths"])
+    assert schema["openapi"] == "3.1.0"
+    paths = schema["paths"]
+    routes = {(method.upper(), path) for path, ops in paths.items() for method in ops}
+    assert routes == {
+        ("POST", "/queues/{queue}/jobs"),
+        ("POST", "/queues/{queue}/claim"),
+        ("POST", "/jobs/complete"),
+        ("GET", "/jobs/{job_id}"),
+        ("POST", "/jobs/{job_id}/heartbeat"),
+        ("POST", "/jobs/{job_id}/complete"),
+        ("POST", "/jobs/{job_id}/fail"),
+        ("POST", "/jobs/{job_id}/release"),
+        ("GET", "/jobs"),
+        ("GET", "/dead"),
+        ("POST", "/dead/requeue"),
+        ("GET", "/stats"),
+        ("GET", "/throughput"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("GET", "/ui"),
+        ("POST", "/jobs/{job_id}/cancel"),
+        ("POST", "/jobs/{job_id}/retry"),
+        ("POST", "/queues/{queue}/pause"),
+        ("POST", "/queues/{queue}/resume"),
+        ("GET", "/queues/{queue}"),
+        ("PUT", "/queues/{queue}"),
+    }
     assert "progress" in schema["components"]["schemas"]["Job"]["properties"]
-    metrics = httpx.get(f"{service.url}/metrics").text
+    assert schema["components"]["schemas"]["Heartbeat"]["properties"]["progress"]["anyOf"]
+    components = schema["components"]["schemas"]
+    claim = components["Claim"]
+    assert claim["additionalProperties"] is False
+    assert claim["properties"]["limit"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1000,
+        "default": 1,
+    }
+    over = service.worker.post("/queues/metered/claim", json={"limit": 1001})
+    assert over.status_code == 400 and "limit" in over.json()["error"]["message"]
+    enqueue = paths["/queues/{queue}/jobs"]["post"]
+    assert {"201", "400", "401", "413", "415"} <= set(enqueue["responses"])
+    assert enqueue["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Enqueue"
+    }
+    [job_id_param, wait] = paths["/jobs/{job_id}"]["get"]["parameters"]
+    assert job_id_param["in"] == "path" and job_id_param["schema"]["type"] == "integer"
+    assert wait["in"] == "query" and wait["schema"]["maximum"] == 86400
+    assert paths["/healthz"]["get"]["security"] == []
+    for ref in _refs(schema):
+        assert ref.removeprefix("#/components/schemas/") in components, ref
+    metrics = _scrape_until(service.url, 'onewriter_jobs_handled_total{event="completed"}')
     assert "# TYPE onewriter_jobs gauge" in metrics
-    assert 'onewriter_jobs{queue="metered",state="done"} 1' in metrics
-    assert "onewriter_jobs_http_requests_total{" in metrics
+    assert 'onewriter_jobs{queue="metered",state="done"} 1.0' in metrics
+    assert 'onewriter_jobs_http_requests_total{route="complete",status="200"}' in metrics
+
+
+def _scrape_until(url: str, needle: str) -> str:
+    """A scrape showing ``needle`` (each process flushes its counts every second)."""
+    deadline = time.monotonic() + 30
+    while needle not in (text := httpx.get(f"{url}/metrics").text):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
+    return text
+
+
+def _healthz_count(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    sample = 'onewriter_jobs_http_requests_total{route="healthz",status="200"} '
+    lines = [line for line in text.splitlines() if line.startswith(sample)]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+def test_a_scrape_sums_the_counters_of_both_worker_processes(service: Service) -> None:
+    before = _healthz_count(service.url)
+    for _ in range(40):  # fresh connections: the kernel hands them to either process
+        assert httpx.get(f"{service.url}/healthz").status_code == 200
+    deadline = time.monotonic() + 30  # each process flushes its counts every second
+    while (count := _healthz_count(service.url)) < before + 40:
+        assert time.monotonic() < deadline, count
+        time.sleep(0.1)
+    for _ in range(5):  # whichever process answers the scrape counts them all
+        assert _healthz_count(service.url) == before + 40
     stats = service.producer.get("/stats").json()
     assert stats["queues"]["metered"]["done"] == 1
+
+
+def _refs(value: Any) -> Iterator[str]:
+    """Every ``$ref`` in a JSON document."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "$ref":
+                yield item
+            else:
+                yield from _refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _refs(item)

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import ONEWRITER_CLI, PYTHON, Child
+from http_inputs import check_bad_inputs
 from pg_server import PostgresServer
 from pg_server import postgres as postgres  # the fixture, for pytest
 from test_jobs_http import CLAIMER
@@ -237,3 +238,18 @@ def psycopg_conn(url: str) -> Any:
     import psycopg
 
     return psycopg.connect(url, autocommit=True)
+
+
+def test_every_bad_input_gets_a_4xx_on_postgresql_too(shared: Shared) -> None:
+    for instance in shared.instances:
+        check_bad_inputs(instance.url, {"producer": PRODUCER, "worker": WORKER})
+        assert not [line for line in instance.child.stderr_lines if "Traceback" in line]
+
+
+def test_complete_many_answers_each_pair_on_postgresql(shared: Shared) -> None:
+    first, second = shared.instances
+    job_id = first.enqueue("pairs", payload=1)
+    [job] = second.claim("pairs")
+    body = {"jobs": [{"id": job_id, "token": "garbage"}, {"id": job_id, "token": job["token"]}]}
+    assert first.worker.post("/jobs/complete", json=body).json() == {"completed": [False, True]}
+    assert first.worker.get(f"/jobs/{job_id}").json()["state"] == "done"

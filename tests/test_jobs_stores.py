@@ -274,6 +274,26 @@ def test_stale_token_refused_after_lease_expiry_and_reclaim(queue: JobStore) -> 
     assert queue.get(first.id).result == "mine"
 
 
+def test_complete_many_answers_each_id_and_token_pair(queue: JobStore) -> None:
+    queue.enqueue_many("q", ["a", "b"])
+    first, second = queue.claim("q", limit=2)
+    assert first.token is not None and second.token is not None
+    held = queue.complete_many(
+        [
+            (first.id, "garbage", "forged"),
+            (first.id, first.token, "real"),
+            (second.id, first.token, "crossed"),
+            (second.id, second.token + "x", "near miss"),
+        ]
+    )
+    assert held == [False, True, False, False]
+    assert queue.get(first.id).state == "done" and queue.get(first.id).result == "real"
+    assert queue.get(second.id).state == "running"  # no pair held it
+    assert queue.complete_many([(first.id, first.token, "again")]) == [False]
+    assert queue.complete_many([(second.id, second.token, 2)]) == [True]
+    assert queue.get(second.id).result == 2
+
+
 def test_heartbeat_extends_the_lease(queue: JobStore) -> None:
     queue.enqueue("q", "x")
     [job] = queue.claim("q", lease=1)

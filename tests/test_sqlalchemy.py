@@ -8,7 +8,6 @@ import sqlite3 as stdlib_sqlite3
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from sqlalchemy import ForeignKey, String, create_engine, event, func, select, u
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-import onewriter.dbapi
+import onewriter
 
 WORKERS = 3
 ITERATIONS = 25
@@ -65,12 +64,6 @@ def serializable(engine: Engine) -> Engine:
         connection.exec_driver_sql("BEGIN")
 
     return engine
-
-
-@pytest.fixture(autouse=True)
-def _close_shared() -> Iterator[None]:
-    yield
-    onewriter.dbapi.close_all()
 
 
 def test_core_and_orm_in_one_process(db_path: str) -> None:
@@ -259,3 +252,40 @@ def test_alembic_migrations_run_through_the_dialect(db_path: str, tmp_path: Path
         assert plain.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
     finally:
         plain.close()
+
+
+def test_reflection_temp_tables_and_attached_schemas(db_path: str, tmp_path: Path) -> None:
+    """Reflection right after DDL, TEMP tables and ATTACHed schemas, as with sqlite:///;
+    onewriter's own table stays out of the listings."""
+    writer = onewriter.connect(db_path, role="standalone")  # it keeps _onewriter_applied
+    writer.close()
+    other = tmp_path / "other.db"
+    engine = create_engine(url(db_path))
+
+    @event.listens_for(engine, "connect")
+    def _attach(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.execute(f"ATTACH DATABASE '{other}' AS other")
+
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE s (a INTEGER UNIQUE, b TEXT)")
+            connection.exec_driver_sql("CREATE INDEX s_b ON s (b)")
+            connection.exec_driver_sql("CREATE TABLE other.kept (k INTEGER PRIMARY KEY)")
+            inspector = sqlalchemy.inspect(connection)
+            assert [i["name"] for i in inspector.get_indexes("s")] == ["s_b"]
+            assert inspector.get_unique_constraints("s")[0]["column_names"] == ["a"]
+            assert inspector.get_table_names(schema="other") == ["kept"]
+        with engine.connect() as connection:
+            connection.exec_driver_sql("CREATE TEMP TABLE scratch (n INTEGER)")
+            connection.exec_driver_sql("INSERT INTO scratch VALUES (1)")
+            connection.commit()
+            assert connection.exec_driver_sql("SELECT n FROM scratch").scalar() == 1
+            assert sqlalchemy.inspect(connection).get_temp_table_names() == ["scratch"]
+        inspector = sqlalchemy.inspect(engine)
+        assert inspector.get_table_names() == ["s"]
+        assert "_onewriter_applied" in inspector.get_table_names(sqlite_include_internal=True)
+        metadata = sqlalchemy.MetaData()
+        metadata.reflect(engine)
+        assert sorted(metadata.tables) == ["s"]
+    finally:
+        engine.dispose()

@@ -1,11 +1,9 @@
-"""A DB-API 2.0 module (PEP 249) that behaves like the standard ``sqlite3``.
+"""A DB-API 2.0 module (PEP 249): the standard ``sqlite3``, writing under the write turn.
 
-``import onewriter.dbapi as sqlite3`` gives code written for the standard module
-onewriter's guarantees: reads run in parallel on this process's readers, writes go to
-the one writer, and no process sees ``database is locked``. Inside a transaction
-(opened before INSERT/UPDATE/DELETE/REPLACE as the standard module does, or by BEGIN)
-every statement runs on the writer in one open write transaction, held for at most
-``transaction_timeout``. docs/dbapi.md lists what differs from the standard module.
+``import onewriter.dbapi as sqlite3`` keeps code written for the standard module as it
+is: each connection is a real ``sqlite3.Connection`` of this process, and its write
+transactions take the database's write turn (one fair lock across processes) before
+they begin, so no process sees ``database is locked``. docs/dbapi.md says what differs.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import sqlite3 as _sqlite3
+import warnings
 from typing import Any
 
 from .._database import Database
@@ -28,17 +27,19 @@ from ._errors import (
     NotSupportedError,
     OperationalError,
     ProgrammingError,
+    TransactionTimeout,
+    TurnBusy,
     Warning,
 )
-from ._row import Row
-from ._shared import close_all
 
 apilevel = "2.0"
-threadsafety = 1
+threadsafety = _sqlite3.threadsafety
 paramstyle = "qmark"
 
 sqlite_version = _sqlite3.sqlite_version
 sqlite_version_info = _sqlite3.sqlite_version_info
+version = _sqlite3.version
+version_info = _sqlite3.version_info
 PARSE_DECLTYPES = _sqlite3.PARSE_DECLTYPES
 PARSE_COLNAMES = _sqlite3.PARSE_COLNAMES
 
@@ -57,22 +58,14 @@ register_adapter = _sqlite3.register_adapter
 register_converter = _sqlite3.register_converter
 complete_statement = _sqlite3.complete_statement
 enable_callback_tracebacks = _sqlite3.enable_callback_tracebacks
-
-_NO_ALTERNATIVE = object()
+enable_shared_cache = _sqlite3.enable_shared_cache
+adapt = _sqlite3.adapt
+Row = _sqlite3.Row
+Blob = _sqlite3.Blob
 
 globals().update(
     {name: getattr(_sqlite3, name) for name in dir(_sqlite3) if name.startswith("SQLITE_")}
 )
-
-
-def adapt(obj: Any, proto: Any = PrepareProtocol, alt: Any = _NO_ALTERNATIVE, /) -> Any:
-    """The standard module's ``adapt``, raising this module's ``ProgrammingError``."""
-    try:
-        if alt is _NO_ALTERNATIVE:
-            return _sqlite3.adapt(obj, proto)
-        return _sqlite3.adapt(obj, proto, alt)
-    except _sqlite3.ProgrammingError as exc:
-        raise ProgrammingError(str(exc)) from None
 
 
 def connect(
@@ -86,9 +79,9 @@ def connect(
     uri: bool = False,
     **onewriter_options: Any,
 ) -> Connection:
-    """Open a connection, as ``sqlite3.connect`` does (arguments as there, handed to
-    ``factory``); see :class:`Connection` for what ``database`` may be and for
-    onewriter's own keyword options."""
+    """Open a connection, as ``sqlite3.connect`` does (the arguments go to ``factory``);
+    ``timeout`` also bounds the wait for the write turn. ``config=`` and keyword
+    overrides of ``Config`` fields set onewriter's options (see :class:`Connection`)."""
     return factory(
         database,
         timeout=timeout,
@@ -106,6 +99,7 @@ __all__ = [
     "PARSE_COLNAMES",
     "PARSE_DECLTYPES",
     "Binary",
+    "Blob",
     "Connection",
     "Cursor",
     "DataError",
@@ -125,19 +119,31 @@ __all__ = [
     "TimeFromTicks",
     "Timestamp",
     "TimestampFromTicks",
+    "TransactionTimeout",
+    "TurnBusy",
     "Warning",
     "adapt",
     "adapters",
     "apilevel",
-    "close_all",
     "complete_statement",
     "connect",
     "converters",
     "enable_callback_tracebacks",
+    "enable_shared_cache",
     "paramstyle",
     "register_adapter",
     "register_converter",
     "sqlite_version",
     "sqlite_version_info",
     "threadsafety",
+    "version",
+    "version_info",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The standard module's deprecated names (``OptimizedUnicode``), with its warning."""
+    if name == "OptimizedUnicode":
+        warnings.warn("OptimizedUnicode is deprecated. Use str.", DeprecationWarning, stacklevel=2)
+        return str
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,489 +1,249 @@
-"""A DB-API connection: the standard module's behaviour over onewriter.
+"""The connection: a real ``sqlite3.Connection`` of this process, writing under the
+database's write turn.
 
-Outside a transaction a read runs on this process's readers and a write goes to the
-writer, where it commits on its own (in a group commit with other clients' writes).
-Inside a transaction, opened before DML as the standard module does or by an explicit
-BEGIN, every statement runs on the writer in one open write transaction (see
-``onewriter._txn``), so the connection reads its own uncommitted writes.
+Everything the standard module offers is its own here (TEMP tables, ATTACH, functions,
+collations, hooks, blobs, backup, ``detect_types``, ...). What onewriter adds is the turn
+(``_gate.py``): a write transaction takes it before it starts (``BEGIN IMMEDIATE``) and
+gives it back when it ends, so no process meets ``database is locked``. A connection to
+``:memory:`` or a temporary database is private and takes no turn.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import re
 import sqlite3
-import sys
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any
 
-from .._client import SyncChannel
 from .._config import Config
 from .._database import Database
-from .._errors import ClientTimeout, CommitFailed, DeadlineExceeded, OneWriterError
-from .._ops import Ops
-from . import _errors as errors
-from ._errors import NotSupportedError, OperationalError, ProgrammingError
-from ._params import for_writer, many_for_writer
-from ._readers import Description
-from ._shared import open_shared
-from ._statements import UNSUPPORTED_METHODS, Kind, Statement, classify, split_script
+from .._turn import turn_for
+from ._classify import Kind, known
+from ._cursor import Cursor
+from ._errors import NotSupportedError
+from ._gate import Gate
 
 log = logging.getLogger("onewriter.dbapi")
 
-_ISOLATION_LEVELS = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
-_SQLITE_READONLY = 8
-#: Statements a reader refused as writes; they go straight to the writer next time.
-_KNOWN_WRITES: set[str] = set()
-_KNOWN_WRITES_LIMIT = 1024
+_new_cursor = sqlite3.Connection.cursor
+_execute = sqlite3.Cursor.execute
+READ = Kind.READ
+_CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(Config))
+_DEFAULT_CONFIG = Config()
+#: The standard connection's own ``isolation_level`` (what its implicit BEGIN says).
+_NATIVE_LEVEL: Any = vars(sqlite3.Connection)["isolation_level"]
+#: Levels whose implicit BEGIN runs as BEGIN IMMEDIATE under the turn.
+_DEFERRED_LEVELS = frozenset({"", "DEFERRED"})
+_IMMEDIATE = "IMMEDIATE"
+#: onewriter's own table, left out of dumps (``_engine.py`` keeps exactly-once records).
+_OWN_TABLE = re.compile(r'(CREATE TABLE (IF NOT EXISTS )?|INSERT INTO )"?_onewriter_')
+
+DATABASE_LIST = "PRAGMA database_list"
+BUSY_TIMEOUT = "PRAGMA busy_timeout"
+JOURNAL_MODE = "PRAGMA journal_mode"
+SET_WAL = "PRAGMA journal_mode = WAL"
+SYNCHRONOUS = {"normal": "PRAGMA synchronous = NORMAL", "full": "PRAGMA synchronous = FULL"}
+FOREIGN_KEYS = {True: "PRAGMA foreign_keys = ON", False: "PRAGMA foreign_keys = OFF"}
+NO_AUTOCHECKPOINT = "PRAGMA wal_autocheckpoint = 0"
 
 
-class _Unanswered:
-    """Where the reply to a message nobody waits for goes."""
+class Connection(sqlite3.Connection):
+    """A ``sqlite3.Connection`` whose writes take the database's write turn.
 
-    def deliver(self, request: Any) -> None:
-        pass
+    Arguments are ``sqlite3.connect``'s. ``database`` may also be a
+    :class:`onewriter.Database` (its file and ``Config``); ``config=`` and keyword
+    overrides of :class:`onewriter.Config` fields (``transaction_timeout=2.0``,
+    ``durability="full"``, ...) set what onewriter configures.
+    """
 
-    def flush(self) -> None:
-        pass
+    _gate: Gate | None = None
+    _trace: Any = None
+    _level: str | None = None
 
-
-def _new_cursor(connection: Connection) -> Cursor:
-    return Cursor._of(connection)
-
-
-def _describe(columns: list[str] | None) -> Description | None:
-    if columns is None:
-        return None
-    return tuple((name, None, None, None, None, None, None) for name in columns)
-
-
-class Outcome:
-    """What one statement produced, for a cursor."""
-
-    __slots__ = ("description", "lastrowid", "rowcount", "rows")
-
-    def __init__(
-        self,
-        description: Description | None = None,
-        rows: list[tuple[Any, ...]] | None = None,
-        rowcount: int = -1,
-        lastrowid: int | None = None,
-    ) -> None:
-        self.description = description
-        self.rows = rows or []
-        self.rowcount = rowcount
-        self.lastrowid = lastrowid
-
-
-class Connection:
-    """A connection to a database shared by many processes (PEP 249)."""
-
-    Warning = errors.Warning
-    Error = errors.Error
-    InterfaceError = errors.InterfaceError
-    DatabaseError = errors.DatabaseError
-    DataError = errors.DataError
-    OperationalError = errors.OperationalError
-    IntegrityError = errors.IntegrityError
-    InternalError = errors.InternalError
-    ProgrammingError = errors.ProgrammingError
-    NotSupportedError = errors.NotSupportedError
-
-    def __init__(
-        self,
-        database: str | bytes | os.PathLike[str] | os.PathLike[bytes] | Database,
-        timeout: float = 5.0,
-        detect_types: int = 0,
-        isolation_level: str | None = "",
-        check_same_thread: bool = True,
-        factory: Any = None,
-        cached_statements: int = 128,
-        uri: bool = False,
-        *,
-        ops: Ops | None = None,
-        config: Config | None = None,
-        **overrides: Any,
-    ) -> None:
-        """Open ``database``: a path, ``":memory:"`` (a private database of this
-        connection), a ``file:`` URI with ``uri=True`` (``mode=ro`` refuses writes), or
-        a :class:`onewriter.Database` this process opened (its writer role and ops are
-        then shared). ``ops``, ``config`` and keyword overrides (``transaction_timeout``,
-        ``role``, ...) configure onewriter as :func:`onewriter.connect` does.
-
-        ``timeout`` (SQLite's busy timeout), ``factory`` and ``cached_statements`` are
-        accepted and unused: nothing here waits on a lock.
-        """
-        if detect_types:
+    def __init__(self, *args: Any, config: Config | None = None, **kwargs: Any) -> None:
+        overrides = {name: kwargs.pop(name) for name in list(kwargs) if name in _CONFIG_FIELDS}
+        args, config = _unwrap_database(args, kwargs, config)
+        settings = (config or _DEFAULT_CONFIG).replace(**overrides) if overrides else config
+        settings = settings or _DEFAULT_CONFIG
+        if settings.key is not None:
             raise NotSupportedError(
-                "detect_types is not supported: column types do not travel with rows from "
-                "the writer; convert values in the application (or with SQLAlchemy types)"
+                "encrypted databases need SQLCipher's driver: use onewriter.connect(key=...)"
             )
-        self._closed = True  # until opened: __del__ and close() have nothing to do
-        self._shared, self._readonly = open_shared(
-            database, uri=uri, ops=ops, config=config, overrides=overrides
-        )
-        self._closed = False
-        self._lock = threading.RLock()
-        self._thread = threading.get_ident()
-        self._check_same_thread = check_same_thread
-        self._channel: SyncChannel | None = None
-        self._tx: int | None = None
-        self._isolation_level: str | None = ""
-        self.isolation_level = isolation_level
-        self._last_rowid = 0
-        self._total_changes = 0
-        self.row_factory: Callable[[Any, tuple[Any, ...]], Any] | None = None
-        self.text_factory: Callable[[bytes], Any] | type[str] = str
+        if self._gate is not None:  # __init__ again: the old connection is gone
+            self._gate.release()
+        super().__init__(*args, **kwargs)
+        self._gate = None
+        self._trace = None
+        self._level = _NATIVE_LEVEL.__get__(self)
+        path = _main_file(self)
+        if path is None:
+            return
+        try:
+            turn = turn_for(path)
+        except OSError as exc:  # a read-only directory: nothing here can write anyway
+            log.info("no write turn for %s: %s", path, exc)
+            return
+        (timeout_ms,) = sqlite3.Connection.execute(self, BUSY_TIMEOUT).fetchone()
+        self._gate = Gate(self, turn, timeout_ms / 1000, settings.transaction_timeout)
+        self._configure(settings)
+        if self._level in _DEFERRED_LEVELS:
+            _NATIVE_LEVEL.__set__(self, _IMMEDIATE)
 
-    # -- PEP 249 and the standard module's extensions -------------------------------------
+    def _configure(self, config: Config) -> None:
+        """onewriter's settings: WAL (switched under the turn), durability, caches."""
+        execute = super().execute
+        execute(SYNCHRONOUS[config.durability])
+        execute(f"PRAGMA cache_size = -{int(config.cache_size_kib)}")
+        execute(f"PRAGMA mmap_size = {int(config.mmap_size)}")
+        execute(FOREIGN_KEYS[bool(config.foreign_keys)])
+        if config.checkpoint == "external":
+            execute(NO_AUTOCHECKPOINT)
+        assert self._gate is not None
+        try:
+            if str(execute(JOURNAL_MODE).fetchone()[0]).lower() != "wal":
+                self._gate.take()
+                try:
+                    execute(SET_WAL)
+                finally:
+                    self._gate.release()
+        except sqlite3.OperationalError as exc:
+            # Locked by another tool, or read-only: the statements will say so, as the
+            # standard module's would.
+            log.info("could not switch %s to WAL: %s", self._gate.turn.path, exc)
 
-    def cursor(self, factory: Callable[[Connection], Cursor] = _new_cursor) -> Cursor:
-        self._check()
-        cursor = factory(self)
-        if not issubclass(type(cursor), Cursor):
-            raise TypeError("factory must return a cursor, not " + type(cursor).__name__)
-        return cursor
+    # -- statements ----------------------------------------------------------------
 
-    def execute(self, sql: str, parameters: Any = ()) -> Cursor:
-        self._check()
-        return Cursor._of(self).execute(sql, parameters)
+    def cursor(self, factory: Callable[..., Any] = Cursor) -> Any:  # type: ignore[override]
+        return super().cursor(factory)
 
-    def executemany(self, sql: str, parameters: Iterable[Any]) -> Cursor:
-        return self.cursor().executemany(sql, parameters)
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        cursor = _new_cursor(self, Cursor)
+        gate = self._gate
+        if gate is None or (gate.hold is None and known.get(sql) is READ):
+            return _execute(cursor, sql, parameters)  # the common case, as Cursor's
+        return cursor.execute(sql, parameters)
 
-    def executescript(self, sql_script: str) -> Cursor:
-        return self.cursor().executescript(sql_script)
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any:
+        return sqlite3.Connection.cursor(self, Cursor).executemany(sql, parameters)
+
+    def executescript(self, sql_script: str, /) -> Any:
+        return sqlite3.Connection.cursor(self, Cursor).executescript(sql_script)
+
+    # -- how transactions end ------------------------------------------------------
 
     def commit(self) -> None:
-        """Commit the open transaction, if any (answered after COMMIT on the writer)."""
-        with self._lock:
-            self._check()
-            if self._tx is not None:
-                self._commit()
+        gate = self._gate
+        if gate is None:
+            return super().commit()
+        gate.expire_if_overdue(self)
+        try:
+            super().commit()
+        finally:
+            gate.settle(self)
 
     def rollback(self) -> None:
-        with self._lock:
-            self._check()
-            if self._tx is not None:
-                self._rollback()
+        try:
+            super().rollback()
+        finally:
+            if self._gate is not None:
+                self._gate.settle(self)
 
     def close(self) -> None:
-        """Close: an open transaction is rolled back. Idempotent."""
-        if not self._closed:
-            self._check_thread()
-        self._close()
-
-    def interrupt(self) -> None:
-        """Accepted for compatibility: a statement on the writer cannot be interrupted
-        from here (``read_timeout`` and ``transaction_timeout`` bound them)."""
-        self._check()
-
-    def create_function(
-        self,
-        name: str,
-        narg: int,
-        func: Callable[..., Any] | None,
-        *,
-        deterministic: bool = False,
-    ) -> None:
-        """Register an SQL function on this process's readers. Statements on the writer
-        (writes, and everything inside a transaction) cannot call it."""
-        self._check()
-        self._shared.functions.add(name, narg, func, deterministic)
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._tx is not None
-
-    @property
-    def isolation_level(self) -> str | None:
-        return self._isolation_level
-
-    @isolation_level.setter
-    def isolation_level(self, value: str | None) -> None:
-        if value is None:
-            if self._tx is not None:
-                self.commit()
-            self._isolation_level = None
-            return
-        if not isinstance(value, str):
-            raise TypeError("isolation_level must be str or None")
-        level = str.upper(value)
-        if level not in _ISOLATION_LEVELS:
-            raise ValueError(
-                "isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or 'EXCLUSIVE'"
-            )
-        self._isolation_level = level
-
-    @property
-    def total_changes(self) -> int:
-        """Rows changed through this connection (counted here, not by SQLite)."""
-        self._check()
-        return self._total_changes
-
-    def __enter__(self) -> Connection:
-        self._check()
-        return self
+        try:
+            super().close()
+        finally:
+            if self._gate is not None:
+                self._gate.release()
 
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Any:
+        gate = self._gate
+        if gate is None:
+            return super().__exit__(exc_type, exc, tb)
         if exc_type is None:
-            self.commit()
-        else:
-            self.rollback()
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") and "_closed" not in self.__dict__:
-            raise ProgrammingError("Base Connection.__init__ not called.")
-        reason = UNSUPPORTED_METHODS.get(name)
-        if reason is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-        def unsupported(*args: Any, **kwargs: Any) -> Any:
-            self._check()
-            raise NotSupportedError(f"Connection.{name}() is not supported: {reason}")
-
-        return unsupported
+            gate.expire_if_overdue(self)
+        try:
+            return super().__exit__(exc_type, exc, tb)
+        finally:
+            gate.settle(self)
 
     def __del__(self) -> None:
-        if not self.__dict__.get("_closed", True) and not sys.is_finalizing():
-            with contextlib.suppress(Exception):
-                self._abandon()
+        gate = self.__dict__.get("_gate")
+        if gate is not None and gate.hold is not None:
+            with contextlib.suppress(sqlite3.Error):
+                sqlite3.Connection.close(self)  # roll back before giving the turn on
+            gate.release()
 
-    # -- what cursors call -----------------------------------------------------------------
+    @property  # type: ignore[override]
+    def isolation_level(self) -> str | None:
+        level: str | None = _NATIVE_LEVEL.__get__(self)
+        return level if self._gate is None else self._level
 
-    def _check(self) -> None:
-        if self._closed or self._shared.closed:
-            raise ProgrammingError("Cannot operate on a closed database.")
-        self._check_thread()
-
-    def _check_thread(self) -> None:
-        if self._check_same_thread and threading.get_ident() != self._thread:
-            raise ProgrammingError(
-                "SQLite objects created in a thread can only be used in that same thread. "
-                f"The object was created in thread id {self._thread} and this is thread id "
-                f"{threading.get_ident()}."
-            )
-
-    def _run(self, sql: str, params: Any, *, many: bool, implicit: bool = True) -> Outcome:
-        """Run one statement where it belongs; ``implicit``: open a transaction before
-        DML as the standard module does (``executescript`` does not)."""
-        statement = classify(sql)
-        with self._lock:
-            self._check()
-            outcome = self._dispatch(statement, sql, params, many, implicit)
-            if statement.kind in (Kind.DML, Kind.MAYBE_READ) and outcome.rowcount > 0:
-                self._total_changes += outcome.rowcount
-                if outcome.lastrowid and statement.keyword in ("INSERT", "REPLACE"):
-                    self._last_rowid = outcome.lastrowid
-            # As sqlite3_last_insert_rowid(): the connection's, not another client's.
-            outcome.lastrowid = self._last_rowid
-        return outcome
-
-    def _script(self, script: str) -> None:
-        with self._lock:
-            self._check()
-            if self._tx is not None:
-                self._commit()
-            for statement in split_script(script):
-                self._run(statement, (), many=False, implicit=False)
-
-    # -- where a statement runs ----------------------------------------------------------
-
-    def _dispatch(
-        self, statement: Statement, sql: str, params: Any, many: bool, implicit: bool
-    ) -> Outcome:
-        kind = statement.kind
-        if kind is Kind.READ and self._tx is None and not many:
-            return self._read(sql, params)  # the common case first
-        if kind is Kind.EMPTY:
-            return Outcome()
-        if kind is Kind.UNSUPPORTED:
-            raise NotSupportedError(statement.reason)
-        if kind is Kind.BEGIN:
-            if self._tx is not None:
-                raise OperationalError("cannot start a transaction within a transaction")
-            self._begin(None)
-            return Outcome()
-        if kind is Kind.COMMIT or kind is Kind.ROLLBACK:
-            if self._tx is None:
-                what = "commit" if kind is Kind.COMMIT else "rollback"
-                raise OperationalError(f"cannot {what} - no transaction is active")
-            self._commit() if kind is Kind.COMMIT else self._rollback()
-            return Outcome()
-        if kind is Kind.SETTING:
-            return self._read(statement.query, ())
-        if self._tx is not None:
-            return self._statement({"t": "tx_exec", "tx": self._tx}, sql, params, many)
-        if kind is Kind.SAVEPOINT:
-            if statement.keyword == "SAVEPOINT":
-                return self._begin((sql, params, many))  # as in SQLite, it opens one
-            if statement.keyword == "PRAGMA":
-                return Outcome()  # defer_foreign_keys: only meaningful inside one
-            raise OperationalError("no such savepoint: no transaction is open")
-        if kind is Kind.DML and implicit and self._isolation_level is not None:
-            return self._begin((sql, params, many))
-        if statement.returning:
-            return self._single_transaction(sql, params, many)
-        if not many and kind is Kind.MAYBE_READ and sql not in _KNOWN_WRITES:
-            try:
-                return self._read(sql, params)
-            except errors.OperationalError as exc:
-                if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_READONLY:
-                    raise
-                if len(_KNOWN_WRITES) >= _KNOWN_WRITES_LIMIT:
-                    _KNOWN_WRITES.clear()
-                _KNOWN_WRITES.add(sql)
-        return self._autocommit(sql, params, many)
-
-    def _read(self, sql: str, params: Any) -> Outcome:
-        try:
-            result = self._shared.readers().run(sql, params)
-        except (sqlite3.Error, sqlite3.Warning) as exc:
-            raise errors.from_sqlite(exc) from None
-        except OneWriterError as exc:
-            raise errors.from_onewriter(exc) from exc
-        return Outcome(result.description, result.rows, result.rowcount, self._last_rowid)
-
-    def _autocommit(self, sql: str, params: Any, many: bool) -> Outcome:
-        fields = self._sql_fields(sql, params, many)
-        fields["deadline"] = self._shared.config.request_timeout * 1000
-        try:
-            value = self._line().call(fields)
-        except OneWriterError as exc:
-            raise errors.from_onewriter(exc) from exc
-        rows = [tuple(row) for row in value.get("rows") or ()]
-        return Outcome(None, rows, int(value.get("rowcount", -1)), value.get("lastrowid"))
-
-    def _single_transaction(self, sql: str, params: Any, many: bool) -> Outcome:
-        """A statement that returns rows from the writer, outside a transaction: it
-        needs the column names that only a transaction's statement result carries."""
-        try:
-            outcome = self._begin((sql, params, many))
-        except BaseException:
-            if self._tx is not None:
-                self._rollback()
-            raise
-        if self._tx is not None:
-            self._commit()
-        return outcome
-
-    # -- the transaction on the writer ----------------------------------------------------
-
-    def _begin(self, first: tuple[str, Any, bool] | None) -> Outcome:
-        fields: dict[str, Any] = {
-            "t": "tx_begin",
-            "deadline": self._shared.config.request_timeout * 1000,
-        }
-        if first is None:
-            self._tx = self._transaction_call(fields)["tx"]
-            return Outcome()
-        sql, params, many = first
-        fields.update(self._sql_fields(sql, params, many))
-        value = self._transaction_call(fields)
-        self._tx = value["tx"]
-        return self._statement_outcome(value)
-
-    def _statement(self, fields: dict[str, Any], sql: str, params: Any, many: bool) -> Outcome:
-        fields.update(self._sql_fields(sql, params, many))
-        return self._statement_outcome(self._transaction_call(fields))
-
-    def _commit(self) -> None:
-        value = self._transaction_call({"t": "tx_commit", "tx": self._tx}, write=True)
-        if value is None:
-            self._tx = None
+    @isolation_level.setter
+    def isolation_level(self, value: str | None) -> None:
+        _NATIVE_LEVEL.__set__(self, value)  # checks it; None commits
+        gate = self._gate
+        if gate is None:
             return
-        self._statement_outcome(value)  # a deferred constraint failed: raises
+        self._level = _NATIVE_LEVEL.__get__(self)
+        if self._level in _DEFERRED_LEVELS:
+            _NATIVE_LEVEL.__set__(self, _IMMEDIATE)
+        gate.settle(self)
 
-    def _rollback(self) -> None:
-        txid, self._tx = self._tx, None
+    # -- what needs the turn or the statements' text -------------------------------
+
+    def set_trace_callback(self, trace_callback: Callable[[str], object] | None) -> None:
+        super().set_trace_callback(trace_callback)
+        self._trace = trace_callback
+
+    def backup(self, target: sqlite3.Connection, **kwargs: Any) -> None:
+        """As the standard module's; writing ``target`` takes its write turn."""
+        gate = getattr(target, "_gate", None)
+        if gate is None or gate.hold is not None:
+            return super().backup(target, **kwargs)
+        gate.take()
         try:
-            self._line().call({"t": "tx_rollback", "tx": txid}, write=False)
-        except OneWriterError as exc:
-            # It cannot commit any more: the writer rolls it back when this line drops
-            # or when transaction_timeout passes.
-            log.info("rollback of transaction %s not confirmed: %s", txid, exc)
+            return super().backup(target, **kwargs)
+        finally:
+            gate.settle(target)
 
-    def _transaction_call(self, fields: dict[str, Any], *, write: bool = False) -> Any:
-        try:
-            return self._line().call(fields, write=write)
-        except OneWriterError as exc:
-            self._tx = None
-            if fields["t"] == "tx_begin" or isinstance(exc, DeadlineExceeded | CommitFailed):
-                message = exc.message
-            elif fields["t"] == "tx_commit" and isinstance(exc, ClientTimeout):
-                message = f"COMMIT may or may not have been applied: {exc.message}"
-            else:
-                message = f"the transaction is lost, nothing of it applied: {exc.message}"
-            error = OperationalError(message)
-            error.code = exc.code
-            raise error from exc
-
-    def _statement_outcome(self, value: dict[str, Any]) -> Outcome:
-        if not value.get("open", True):
-            self._tx = None
-        error = value.get("error")
-        if error is not None:
-            raise errors.from_result(error)
-        rows = [tuple(row) for row in value.get("rows") or ()]
-        description = _describe(value.get("columns"))
-        return Outcome(description, rows, value["rowcount"], value.get("lastrowid"))
-
-    def _sql_fields(self, sql: str, params: Any, many: bool) -> dict[str, Any]:
-        wire = many_for_writer(params) if many else for_writer(params)
-        return {"sql": sql, "params": wire, "many": many}
-
-    def _line(self) -> SyncChannel:
-        """This connection's own line to the writer (a new one in a forked child)."""
-        if self._readonly:
-            error = OperationalError("attempt to write a readonly database")
-            error.sqlite_errorcode = _SQLITE_READONLY
-            error.sqlite_errorname = "SQLITE_READONLY"
-            raise error
-        core = self._shared.core()
-        channel = self._channel
-        if channel is None or channel.core is not core:
-            if channel is not None:
-                self._tx = None  # the parent's transaction, after fork
-            channel = self._channel = SyncChannel(core)
-        return channel
-
-    def _abandon(self) -> None:
-        """Close from the garbage collector, which may run on any thread (the writer's
-        included): nothing here waits for a reply."""
-        self._closed = True
-        channel, self._channel = self._channel, None
-        if channel is not None and channel.core.pid == os.getpid():
-            writer = channel.core.running_local_writer()
-            if self._tx is not None and writer is not None:
-                # A writer in this process sees no disconnect: tell it, without waiting.
-                message = {"t": "tx_rollback", "tx": self._tx}
-                writer.submit_transaction_threadsafe(
-                    _Unanswered(), 0, message, channel.client, False
-                )
-            channel.close()  # a writer in another process sees the disconnect
-        if self._shared.private_dir is not None:
-            self._shared.close()
-
-    def _close(self) -> None:
-        if self._closed:
-            return
-        with self._lock:
-            if self._tx is not None and not self._shared.closed:
-                self._rollback()
-            self._closed = True
-            channel, self._channel = self._channel, None
-            if channel is not None and channel.core.pid == os.getpid():
-                channel.close()
-            if self._shared.private_dir is not None:
-                self._shared.close()
+    def iterdump(self) -> Generator[str, None, None]:
+        """As the standard module's, without onewriter's own table."""
+        return (line for line in super().iterdump() if not _OWN_TABLE.match(line))
 
 
-from ._cursor import Cursor  # noqa: E402  (the two classes refer to each other)
+def _unwrap_database(
+    args: tuple[Any, ...], kwargs: dict[str, Any], config: Config | None
+) -> tuple[tuple[Any, ...], Config | None]:
+    """A :class:`onewriter.Database` given as ``database`` stands for its file."""
+    if args and isinstance(args[0], Database):
+        database = args[0]
+        args = (database.path, *args[1:])
+    elif isinstance(kwargs.get("database"), Database):
+        database = kwargs["database"]
+        kwargs["database"] = database.path
+    else:
+        return args, config
+    return args, config or database.config
+
+
+def _main_file(conn: sqlite3.Connection) -> str | None:
+    """The main database's file, or ``None`` for ``:memory:`` and temporary ones."""
+    text_factory, conn.text_factory = conn.text_factory, bytes  # paths need not be UTF-8
+    try:
+        rows = sqlite3.Connection.execute(conn, DATABASE_LIST).fetchall()
+    finally:
+        conn.text_factory = text_factory
+    for row in rows:
+        if row[1] == b"main":
+            return os.path.realpath(os.fsdecode(row[2])) if row[2] else None
+    return None

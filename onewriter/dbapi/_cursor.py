@@ -1,152 +1,116 @@
-"""A DB-API cursor. Its rows are all fetched when the statement runs (no read
-transaction lingers behind a half-read cursor); fetching hands them out."""
+"""The cursor: the standard module's own, with its statements run through the gate.
+
+A statement that writes outside a transaction and returns rows (``INSERT ...
+RETURNING`` with ``isolation_level=None``) commits only when its last row is fetched;
+its rows are fetched at once so that the turn goes back, and the cursor hands them out
+from a list (it changes to a buffered variant of its class until its next statement).
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
-from ._errors import ProgrammingError
-from ._readers import Description
-from ._row import Row
+from ._classify import Kind, known
 
-if TYPE_CHECKING:
-    from ._connection import Connection, Outcome
+_buffered_classes: dict[type[Any], type[Any]] = {}
+_execute = sqlite3.Cursor.execute
+READ = Kind.READ
 
 
-class Cursor:
-    """Runs statements on its connection and hands out their rows."""
+class Cursor(sqlite3.Cursor):
+    """A ``sqlite3.Cursor`` whose writes take the database's write turn."""
 
-    arraysize: int = 1
-
-    def __init__(self, connection: Connection) -> None:
-        from ._connection import Connection
-
-        if not isinstance(connection, Connection):
-            raise TypeError(f"a Cursor needs a Connection, not {type(connection).__name__}")
-        self._setup(connection)
-
-    @classmethod
-    def _of(cls, connection: Connection) -> Cursor:
-        """A cursor made by its connection, which needs no checking."""
-        cursor = cls.__new__(cls)
-        cursor._setup(connection)
-        return cursor
-
-    def _setup(self, connection: Connection) -> None:
-        self.connection = connection
-        self.row_factory = connection.row_factory
-        self.description: Description | None = None
-        self.rowcount = -1
-        self.lastrowid: int | None = None
-        self._rows: list[tuple[Any, ...]] = []
-        self._next = 0
-        self._closed = False
-
-    def execute(self, sql: str, parameters: Any = ()) -> Cursor:
-        self._check_cursor()  # the connection checks itself when it runs the statement
-        if not isinstance(sql, str):
-            raise TypeError(f"execute() argument 1 must be str, not {type(sql).__name__}")
-        self._reset()
-        self._take(self.connection._run(sql, parameters, many=False))
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
+        conn: Any = self.connection
+        gate = getattr(conn, "_gate", None)
+        if gate is None or (gate.hold is None and known.get(sql) is READ):
+            _execute(self, sql, parameters)  # the common case: a read, nothing held
+        elif gate.run(conn, self, _execute, sql, parameters, conn._trace):
+            try:
+                _buffer(self)
+            finally:
+                gate.settle(conn)
         return self
 
-    def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Cursor:
-        self._check_cursor()
-        if not isinstance(sql, str):
-            raise TypeError(f"executemany() argument 1 must be str, not {type(sql).__name__}")
-        self._reset()
-        outcome = self.connection._run(sql, iter(seq_of_parameters), many=True)
-        self.rowcount = outcome.rowcount
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> Cursor:
+        conn: Any = self.connection
+        gate = getattr(conn, "_gate", None)
+        if gate is None:
+            sqlite3.Cursor.executemany(self, sql, seq_of_parameters)
+        else:
+            gate.run(conn, self, sqlite3.Cursor.executemany, sql, seq_of_parameters, conn._trace)
         return self
 
-    def executescript(self, sql_script: str) -> Cursor:
-        self._check()
-        if not isinstance(sql_script, str):
-            raise TypeError(
-                f"executescript() argument must be str, not {type(sql_script).__name__}"
-            )
-        if "\x00" in sql_script:
-            raise ValueError("embedded null character")
-        self._reset()
-        self.connection._script(sql_script)
+    def executescript(self, sql_script: str, /) -> Cursor:
+        conn: Any = self.connection
+        gate = getattr(conn, "_gate", None)
+        if gate is None:
+            sqlite3.Cursor.executescript(self, sql_script)
+        else:
+            gate.script(conn, lambda: sqlite3.Cursor.executescript(self, sql_script))
         return self
+
+
+class _Buffered:
+    """Hands out rows fetched in advance; the standard cursor's checks still run (its
+    own fetch finds nothing left and checks the thread and the closed state)."""
+
+    __slots__ = ()
+    _rows: list[Any]
+    _plain: type[Any]
 
     def fetchone(self) -> Any:
-        self._check()
-        if self._next >= len(self._rows):
-            return None
-        row = self._rows[self._next]
-        self._next += 1
-        return self._make(row)
+        sqlite3.Cursor.fetchone(self)  # type: ignore[arg-type]
+        return self._rows.pop(0) if self._rows else None
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
-        self._check()
-        count = self.arraysize if size is None else size
-        rows = self._rows[self._next : self._next + max(count, 0)]
-        self._next += len(rows)
-        return [self._make(row) for row in rows]
+        sqlite3.Cursor.fetchone(self)  # type: ignore[arg-type]
+        count = self.arraysize if size is None else size  # type: ignore[attr-defined]
+        taken = self._rows[:count]
+        del self._rows[:count]
+        return taken
 
     def fetchall(self) -> list[Any]:
-        self._check()
-        rows = self._rows[self._next :]
-        self._next = len(self._rows)
-        return [self._make(row) for row in rows]
+        sqlite3.Cursor.fetchone(self)  # type: ignore[arg-type]
+        taken = self._rows[:]
+        self._rows.clear()
+        return taken
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Any:
         return self
 
     def __next__(self) -> Any:
-        row = self.fetchone()
-        if row is None:
+        sqlite3.Cursor.fetchone(self)  # type: ignore[arg-type]
+        if not self._rows:
             raise StopIteration
-        return row
+        return self._rows.pop(0)
 
-    def close(self) -> None:
-        if "connection" not in self.__dict__:
-            raise ProgrammingError("Base Cursor.__init__ not called.")
-        self.connection._check_thread()
-        self._closed = True
-        self._rows = []
+    def execute(self, *args: Any) -> Any:
+        _unbuffer(self)
+        return self.execute(*args)
 
-    def setinputsizes(self, sizes: Any) -> None:
-        """Accepted and ignored, as PEP 249 allows."""
+    def executemany(self, *args: Any) -> Any:
+        _unbuffer(self)
+        return self.executemany(*args)
 
-    def setoutputsize(self, size: Any, column: Any = None) -> None:
-        """Accepted and ignored, as PEP 249 allows."""
+    def executescript(self, *args: Any) -> Any:
+        _unbuffer(self)
+        return self.executescript(*args)
 
-    # -- internals ------------------------------------------------------------------------
 
-    def _check_cursor(self) -> None:
-        if "connection" not in self.__dict__:
-            raise ProgrammingError("Base Cursor.__init__ not called.")
-        if self._closed:
-            raise ProgrammingError("Cannot operate on a closed cursor.")
+def _buffer(cursor: Cursor) -> None:
+    rows = sqlite3.Cursor.fetchall(cursor)
+    cls = type(cursor)
+    buffered = _buffered_classes.get(cls)
+    if buffered is None:
+        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "_plain": cls}
+        buffered = _buffered_classes[cls] = type(cls.__name__, (_Buffered, cls), namespace)
+    cursor.__class__ = buffered
+    cursor._rows = rows  # type: ignore[attr-defined]
 
-    def _check(self) -> None:
-        self._check_cursor()
-        self.connection._check()
 
-    def _reset(self) -> None:
-        self.description = None
-        self.rowcount = -1
-        self._rows = []
-        self._next = 0
-
-    def _take(self, outcome: Outcome) -> None:
-        self.description = outcome.description
-        self._rows = outcome.rows
-        self.rowcount = outcome.rowcount
-        self.lastrowid = outcome.lastrowid
-
-    def _make(self, values: tuple[Any, ...]) -> Any:
-        text_factory = self.connection.text_factory
-        if text_factory is not str:
-            values = tuple(text_factory(v.encode()) if isinstance(v, str) else v for v in values)
-        factory = self.row_factory
-        if factory is None:
-            return values
-        if factory is sqlite3.Row:
-            factory = Row  # the standard Row accepts only the standard module's cursor
-        return factory(self, values)
+def _unbuffer(cursor: Any) -> None:
+    del cursor._rows
+    cursor.__class__ = cursor._plain

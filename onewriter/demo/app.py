@@ -17,10 +17,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._errors import OneWriterError
+from .._prometheus import CONTENT_TYPE
 from .metrics import CountRequests, RequestCounts, prometheus_text
 from .posts import GET_POST, LIST_POSTS, create_post, delete_post, post_dict, update_post
 from .stores import Store
@@ -173,11 +174,10 @@ async def metrics(request: Request) -> Response:
     store = store_of(request)
     writer = await store.stats() if store.mode == "onewriter" else None
     counts: RequestCounts = request.app.state.counts
-    text = prometheus_text(os.getpid(), store.mode, counts, writer)
-    return PlainTextResponse(
-        text,
+    return Response(
+        prometheus_text(counts, writer),
         headers={"x-worker": str(os.getpid())},
-        media_type="text/plain; version=0.0.4",
+        media_type=CONTENT_TYPE,
     )
 
 
@@ -214,8 +214,10 @@ def create_app(open_store: Callable[[], Store]) -> Starlette:
         store = open_store()
         await store.open()
         app.state.store = store
+        counts.mode = store.mode
         try:
-            yield
+            async with counts.counters.flushing():
+                yield
         finally:
             await store.close()
 

@@ -1,15 +1,21 @@
-"""Request counters of one worker and the Prometheus text that shows them with the writer's.
+"""Request counters of the demo's workers and the Prometheus text that shows them with
+the writer's.
 
-Each worker counts its own requests (a scrape lands on one worker; the ``worker`` label
-tells which); the writer's figures are the same whichever worker answers.
+Each worker counts its own requests into the primary's multiprocess directory, and a
+scrape (whichever worker it lands on) sums them all; the writer's figures are the same
+whichever worker answers.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from .._prometheus import Counters, exposition
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -28,15 +34,27 @@ def route_of(path: str) -> str:
 
 
 class RequestCounts:
-    """Requests by method, route and status, and the seconds they took."""
+    """Requests by method, route and status, and the seconds they took (every worker
+    process's, summed at each scrape: see :mod:`onewriter._prometheus`)."""
 
-    def __init__(self) -> None:
-        self.requests: Counter[tuple[str, str, int]] = Counter()
-        self.seconds: defaultdict[tuple[str, str], float] = defaultdict(float)
+    def __init__(self, mode: str = "onewriter") -> None:
+        self.mode = mode
+        """The store's mode, a label (set once the worker's store is open)."""
+        self.counters = Counters()
+        self._requests = self.counters.counter(
+            "onewriter_demo_requests",
+            "HTTP requests answered, by every worker.",
+            ("mode", "method", "route", "status"),
+        )
+        self._seconds = self.counters.counter(
+            "onewriter_demo_request_seconds",
+            "Time spent answering, by route.",
+            ("mode", "method", "route"),
+        )
 
     def add(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests[(method, route, status)] += 1
-        self.seconds[(method, route)] += seconds
+        self._requests.inc((self.mode, method, route, status))
+        self._seconds.inc((self.mode, method, route), seconds)
 
 
 class CountRequests:
@@ -68,22 +86,13 @@ class CountRequests:
             )
 
 
-def _labels(**labels: Any) -> str:
-    inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
-    return "{" + inner + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 #: Writer figures shown as (metric, stats key, type, help).
 _WRITER_SCALARS = (
-    ("onewriter_writer_requests_total", "requests", "counter", "Write requests taken."),
-    ("onewriter_writer_batches_total", "batches", "counter", "Batches run."),
-    ("onewriter_writer_commits_total", "commits", "counter", "Transactions committed."),
-    ("onewriter_writer_commit_failures_total", "commit_failures", "counter", "Failed COMMITs."),
-    ("onewriter_writer_checkpoints_total", "checkpoints", "counter", "WAL checkpoints run."),
+    ("onewriter_writer_requests", "requests", "counter", "Write requests taken."),
+    ("onewriter_writer_batches", "batches", "counter", "Batches run."),
+    ("onewriter_writer_commits", "commits", "counter", "Transactions committed."),
+    ("onewriter_writer_commit_failures", "commit_failures", "counter", "Failed COMMITs."),
+    ("onewriter_writer_checkpoints", "checkpoints", "counter", "WAL checkpoints run."),
     ("onewriter_writer_pending", "pending", "gauge", "Requests queued at the writer."),
     ("onewriter_writer_clients", "clients", "gauge", "Connections to the writer."),
     ("onewriter_writer_wal_bytes", "wal_bytes", "gauge", "Size of the WAL file."),
@@ -95,49 +104,32 @@ _WRITER_QUANTILES = (
 _QUANTILE_KEYS = (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"), ("1", "max"))
 
 
-def prometheus_text(
-    worker: int, mode: str, counts: RequestCounts, writer: dict[str, Any] | None
-) -> str:
-    """The exposition text: this worker's requests, then the writer's figures."""
-    out: list[str] = [
-        "# HELP onewriter_demo_requests_total HTTP requests answered by this worker.",
-        "# TYPE onewriter_demo_requests_total counter",
-    ]
-    for (method, route, status), n in sorted(counts.requests.items()):
-        labels = _labels(worker=worker, mode=mode, method=method, route=route, status=status)
-        out.append(f"onewriter_demo_requests_total{labels} {n}")
-    out += [
-        "# HELP onewriter_demo_request_seconds_total Time spent answering, by route.",
-        "# TYPE onewriter_demo_request_seconds_total counter",
-    ]
-    for (method, route), seconds in sorted(counts.seconds.items()):
-        labels = _labels(worker=worker, mode=mode, method=method, route=route)
-        out.append(f"onewriter_demo_request_seconds_total{labels} {seconds:.6f}")
-    if writer:
-        out += _writer_lines(writer)
-    return "\n".join(out) + "\n"
+def prometheus_text(counts: RequestCounts, writer: dict[str, Any] | None) -> bytes:
+    """The exposition: every worker's requests, then the writer's figures."""
+    return exposition(counts.counters, _writer_families(writer or {}))
 
 
-def _writer_lines(stats: dict[str, Any]) -> list[str]:
-    out: list[str] = []
+def _writer_families(stats: dict[str, Any]) -> Iterator[Metric]:
     for metric, key, kind, text in _WRITER_SCALARS:
         value = stats.get(key)
         if isinstance(value, int | float):
-            out += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}", f"{metric} {value}"]
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(metric, text, value=value)
     for metric, key, scale, text in _WRITER_QUANTILES:
         figures = stats.get(key)
         if isinstance(figures, dict):
-            out += [f"# HELP {metric} {text}", f"# TYPE {metric} summary"]
+            summary = Metric(metric, text, "summary")
             for quantile, name in _QUANTILE_KEYS:
                 if name in figures:
-                    out.append(f"{metric}{_labels(quantile=quantile)} {figures[name] * scale:g}")
-    for metric, key, label in (
-        ("onewriter_writer_ops_total", "ops", "op"),
-        ("onewriter_writer_errors_total", "errors", "code"),
+                    summary.add_sample(metric, {"quantile": quantile}, figures[name] * scale)
+            yield summary
+    for metric, key, label, text in (
+        ("onewriter_writer_ops", "ops", "op", "Requests run, by op."),
+        ("onewriter_writer_errors", "errors", "code", "Requests refused or failed, by code."),
     ):
         figures = stats.get(key)
         if isinstance(figures, dict):
-            out.append(f"# TYPE {metric} counter")
+            counter = CounterMetricFamily(metric, text, labels=[label])
             for name, value in sorted(figures.items()):
-                out.append(f"{metric}{_labels(**{label: name})} {value}")
-    return out
+                counter.add_metric([name], value)
+            yield counter

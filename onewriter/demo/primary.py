@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from .._config import Durability
 from .._database import Database, connect
+from .._prometheus import MULTIPROC_ENV, multiprocess_dir
 from .._tables import print_stats
 from .posts import MIGRATIONS, ops
 
@@ -80,6 +81,7 @@ class Primary:
         self.signals = 0
         self.failure: str | None = None
         """Why the service gave up, when a worker cannot start."""
+        self.metrics_dir = ""
 
     def run(self) -> int:
         return asyncio.run(self._main())
@@ -88,7 +90,8 @@ class Primary:
         loop = asyncio.get_running_loop()
         self.db = await loop.run_in_executor(None, self._open_database)
         try:
-            clean = await self._serve()
+            with multiprocess_dir() as self.metrics_dir:
+                clean = await self._serve()
         finally:
             self._close_listeners()
             db, self.db = self.db, None
@@ -238,6 +241,7 @@ class Primary:
                 stdin=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(slot.listener.fileno(), write_end),
+                env={**os.environ, MULTIPROC_ENV: self.metrics_dir},  # one scrape sums all
                 start_new_session=True,  # signals reach workers only through the primary
             )
         except BaseException:

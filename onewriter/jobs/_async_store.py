@@ -193,8 +193,8 @@ class AsyncJobStore(AsyncControls, ABC):
 
     async def complete_many(self, items: Iterable[tuple[int, str, Any]]) -> list[bool]:
         """Complete many jobs in one transaction; which were held."""
-        call, ids = self._calls.complete_call(items)
-        return self._calls.completed(ids, await self._write(call))
+        call, pairs = self._calls.complete_call(items)
+        return self._calls.completed(pairs, await self._write(call))
 
     async def fail(self, job_id: int, token: str, error: str, *, retry: bool = True) -> State:
         """Record a failed attempt; ``"ready"`` or ``"dead"``."""

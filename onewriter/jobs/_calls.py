@@ -125,25 +125,29 @@ class Calls:
         return until
 
     @staticmethod
-    def complete_call(items: Iterable[tuple[int, str, Any]]) -> tuple[Call, list[int]]:
+    def complete_call(
+        items: Iterable[tuple[int, str, Any]],
+    ) -> tuple[Call, list[tuple[int, str]]]:
         chosen = list(items)
         encoded = [
             [job_id, token, None if result is None else encode_value(result, "result", None)]
             for job_id, token, result in chosen
         ]
-        return (ops.jobs_complete, {"items": dumps(encoded)}), [item[0] for item in chosen]
+        pairs = [(job_id, token) for job_id, token, _ in chosen]
+        return (ops.jobs_complete, {"items": dumps(encoded)}), pairs
 
     @staticmethod
-    def completed(ids: list[int], held: list[list[Any]]) -> list[bool]:
-        """Which jobs are done (not lost, nor cancelled meanwhile)."""
-        done = {job_id for job_id, state in held if state == "done"}
-        return [job_id in done for job_id in ids]
+    def completed(pairs: list[tuple[int, str]], held: list[list[Any]]) -> list[bool]:
+        """For each ``(id, token)`` pair, whether that token held its job and it is done
+        (``held`` rows are ``[id, token, state]``: not cancelled meanwhile)."""
+        done = {(job_id, token) for job_id, token, state in held if state == "done"}
+        return [pair in done for pair in pairs]
 
     @staticmethod
     def complete_one_result(job_id: int, held: list[list[Any]]) -> None:
         if not held:
             raise LeaseLost(f"job {job_id}: the lease token no longer holds it")
-        if held[0][1] == "cancelled":
+        if held[0][2] == "cancelled":
             raise JobCancelled(f"job {job_id} was cancelled before it completed; result dropped")
 
     @staticmethod

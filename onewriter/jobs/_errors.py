@@ -26,3 +26,10 @@ class JobCancelled(OneWriterError):
 
     code = "CANCELLED"
     http_status = 409
+
+
+class UnsupportedMediaType(OneWriterError):
+    """The HTTP service reads JSON bodies only (``Content-Type: application/json``)."""
+
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    http_status = 415

@@ -14,41 +14,34 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from msgspec import UnsetType
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .._database import connect_async
 from .._errors import BadRequest, OneWriterError
 from .._ops import Ops
+from .._prometheus import CONTENT_TYPE
+from . import _http_models as m
 from ._async_queue import AsyncJobQueue
 from ._async_store import AsyncJobStore
 from ._http_controls import ControlEndpoints
-from ._http_io import (
-    OPEN,
-    PRODUCER,
-    WORKER,
-    Fields,
-    Settings,
-    check_auth,
-    error_response,
-    new_job,
-    read_json,
-)
+from ._http_io import Settings, check_auth, error_response, read_body, reply
+from ._http_models import convert, decode
 from ._metrics import HttpMetrics, render
-from ._model import DEFAULT_LEASE, Job
-from ._openapi import openapi_schema
+from ._model import Job
+from ._openapi import ENDPOINTS, Endpoint, openapi_schema
 from ._ops import jobs_ops
 from ._store import is_postgres_url
 from ._ui import PAGE
 
 log = logging.getLogger("onewriter.jobs.http")
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-_CLAIM_FIELDS = ("worker", "capabilities", "limit", "lease", "wait")
+#: An endpoint's method: the request, its decoded body and query (``None`` without).
+Handler = Callable[[Request, Any, Any], Awaitable[Response]]
 
 
 def _public(job: Job) -> dict[str, Any]:
@@ -66,7 +59,7 @@ class Service:
         self.on_ready = on_ready
         self.metrics = HttpMetrics()
         self._queue: AsyncJobStore | None = None
-        self.controls = ControlEndpoints(lambda: self.queue, self.body)
+        self.controls = ControlEndpoints(lambda: self.queue, self.job_id, self.queue_name)
 
     @property
     def queue(self) -> AsyncJobStore:
@@ -104,7 +97,7 @@ class Service:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        async with self.open_store() as store:
+        async with self.open_store() as store, self.metrics.counters.flushing():
             await store.setup()
             self._queue = store
             if self.on_ready is not None:
@@ -113,74 +106,70 @@ class Service:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def endpoint(self, route: str, roles: frozenset[str], fn: Handler) -> Handler:
-        """``fn`` with auth, error mapping and metrics around it."""
+    def endpoint(self, spec: Endpoint, fn: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """``fn`` with auth, its body and query decoded into their types, error mapping
+        and metrics around it."""
 
         async def handle(request: Request) -> Response:
             started = time.perf_counter()
             try:
-                check_auth(request, self.settings, roles)
-                response = await fn(request)
+                check_auth(request, self.settings, spec.roles)
+                query = None
+                if spec.query is not None:
+                    query = convert(dict(request.query_params), spec.query)
+                body = None
+                if spec.body is not None:
+                    body = decode(await read_body(request, self.settings.max_body), spec.body)
+                response = await fn(request, body, query)
             except OneWriterError as exc:
                 response = error_response(exc)
             except Exception:
                 log.exception("%s %s failed", request.method, request.url.path)
                 response = error_response(OneWriterError("internal error; see the server log"))
-            self.metrics.observe(route, response.status_code, time.perf_counter() - started)
+            self.metrics.observe(spec.name, response.status_code, time.perf_counter() - started)
             return response
 
         return handle
 
-    async def body(self, request: Request) -> dict[str, Any]:
-        return await read_json(request, self.settings.max_body)
-
-    def wait_time(self, value: Any) -> float:
-        if value is None:
-            return 0.0
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise BadRequest("wait must be a number of seconds, at least 0")
-        return float(min(value, self.settings.max_wait))
+    def wait_time(self, seconds: float) -> float:
+        return min(seconds, self.settings.max_wait)
 
     @staticmethod
     def job_id(request: Request) -> int:
+        """The path's job id (digits by the route), refused past SQLite's 64-bit range."""
         value: int = request.path_params["job_id"]
+        if not 1 <= value < 2**63:
+            raise BadRequest("job_id must be between 1 and 2**63-1")
+        return value
+
+    @staticmethod
+    def queue_name(request: Request) -> str:
+        value: str = request.path_params["queue"]
+        if len(value) > 200 or not value.isprintable():
+            raise BadRequest("the queue name must be at most 200 printable characters")
         return value
 
     # -- producers -----------------------------------------------------------------------
 
-    async def enqueue(self, request: Request) -> Response:
-        queue = request.path_params["queue"]
-        data = await self.body(request)
-        batch = "jobs" in data
-        callback = None
-        if batch:
-            fields = Fields(data, ("jobs", "callback", "callback_queue"))
-            items = data["jobs"]
-            if not isinstance(items, list) or not items:
-                raise BadRequest("jobs must be a non-empty list of job objects")
-            specs = [new_job(item, f"jobs[{i}]") for i, item in enumerate(items)]
-            if "callback" in data:
-                callback = new_job(data["callback"], "callback")
-        else:
-            specs = [new_job(data)]
-        if callback is not None:
-            done = await self.queue.enqueue_batch(
-                queue, specs, callback, callback_queue=fields.text("callback_queue")
-            )
-            results = done.jobs
-        else:
+    async def enqueue(self, request: Request, body: m.Enqueue, query: None) -> Response:
+        queue, specs, callback = self.queue_name(request), body.specs(), body.callback_spec()
+        callback_id = None
+        if callback is None:
             results = await self.queue.enqueue_many(queue, specs)
-        self.metrics.jobs["enqueued"] += sum(r.created for r in results)
+        else:
+            target = None if isinstance(body.callback_queue, UnsetType) else body.callback_queue
+            batch = await self.queue.enqueue_batch(queue, specs, callback, callback_queue=target)
+            results, callback_id = batch.jobs, batch.callback
+        self.metrics.handled("enqueued", sum(r.created for r in results))
         status = 201 if any(r.created for r in results) else 200
-        rendered = [{"id": r.id, "created": r.created} for r in results]
-        body: dict[str, Any] = {"jobs": rendered} if batch else rendered[0]
-        if callback is not None:
-            body["callback"] = done.callback
-        return JSONResponse(body, status_code=status)
+        created = [m.Created(id=r.id, created=r.created) for r in results]
+        if isinstance(body.jobs, UnsetType):
+            return reply(created[0], status)
+        return reply(m.CreatedMany(jobs=created, callback=callback_id), status)
 
-    async def get_job(self, request: Request) -> Response:
+    async def get(self, request: Request, body: None, query: m.JobQuery) -> Response:
         job_id = self.job_id(request)
-        wait = self.wait_time(_query_number(request, "wait"))
+        wait = self.wait_time(query.wait)
         if wait > 0:
             try:
                 job = await self.queue.wait(job_id, wait)
@@ -188,160 +177,119 @@ class Service:
                 job = await self.queue.get(job_id)
         else:
             job = await self.queue.get(job_id)
-        return JSONResponse(_public(job))
+        return reply(_public(job))
 
-    async def dead_letters(self, request: Request) -> Response:
-        limit = _query_number(request, "limit")
-        jobs = await self.queue.dead_letters(
-            request.query_params.get("queue"), int(limit) if limit is not None else 100
-        )
-        return JSONResponse({"jobs": [_public(j) for j in jobs]})
+    async def dead_letters(self, request: Request, body: None, query: m.DeadQuery) -> Response:
+        jobs = await self.queue.dead_letters(query.queue, query.limit)
+        return reply({"jobs": [_public(j) for j in jobs]})
 
-    async def requeue(self, request: Request) -> Response:
-        fields = Fields(await self.body(request), ("ids", "queue"))
-        queue = fields.text("queue")
-        moved = await self.queue.requeue_dead(fields.integers("ids"), queue=queue)
-        return JSONResponse({"requeued": moved})
+    async def requeue(self, request: Request, body: m.Requeue, query: None) -> Response:
+        moved = await self.queue.requeue_dead(body.ids, queue=body.queue)
+        return reply(m.Requeued(requeued=moved))
 
-    async def stats(self, request: Request) -> Response:
-        return JSONResponse(await self.queue.stats())
+    async def stats(self, request: Request, body: None, query: None) -> Response:
+        return reply(await self.queue.stats())
 
-    async def throughput(self, request: Request) -> Response:
-        minutes = _query_number(request, "minutes")
-        counts = await self.queue.throughput(int(minutes) if minutes is not None else 10)
-        return JSONResponse({"per_minute": counts})
+    async def throughput(self, request: Request, body: None, query: m.ThroughputQuery) -> Response:
+        return reply(m.PerMinute(per_minute=await self.queue.throughput(query.minutes)))
 
-    async def recent(self, request: Request) -> Response:
-        limit = _query_number(request, "limit")
-        jobs = await self.queue.recent(int(limit) if limit is not None else 50)
-        return JSONResponse({"jobs": [_public(j) for j in jobs]})
+    async def recent(self, request: Request, body: None, query: m.RecentQuery) -> Response:
+        jobs = await self.queue.recent(query.limit)
+        return reply({"jobs": [_public(j) for j in jobs]})
 
     # -- workers -------------------------------------------------------------------------
 
-    async def claim(self, request: Request) -> Response:
-        queue = request.path_params["queue"]
-        fields = Fields(await self.body(request), _CLAIM_FIELDS)
-        worker = fields.text("worker") or f"http:{request.client.host if request.client else '?'}"
-        capabilities = fields.strings("capabilities")
-        limit = fields.integer("limit", 1)
-        lease = fields.number("lease", DEFAULT_LEASE)
+    async def claim(self, request: Request, body: m.Claim, query: None) -> Response:
+        worker = body.worker or f"http:{request.client.host if request.client else '?'}"
         jobs = await self.queue.claim(
-            queue,
+            self.queue_name(request),
             worker=worker,
-            capabilities=capabilities,
-            limit=limit,
-            lease=lease,
-            wait=self.wait_time(fields.number("wait")),
+            capabilities=body.capabilities,
+            limit=body.limit,
+            lease=body.lease,
+            wait=self.wait_time(body.wait),
         )
-        self.metrics.jobs["claimed"] += len(jobs)
-        return JSONResponse({"jobs": [j.to_dict() for j in jobs]})
+        self.metrics.handled("claimed", len(jobs))
+        return reply({"jobs": [j.to_dict() for j in jobs]})
 
-    async def heartbeat(self, request: Request) -> Response:
-        fields = Fields(await self.body(request), ("token", "lease", "progress", "message"))
+    async def heartbeat(self, request: Request, body: m.Heartbeat, query: None) -> Response:
         until = await self.queue.heartbeat(
             self.job_id(request),
-            fields.text("token", required=True),
-            fields.number("lease", DEFAULT_LEASE),
-            progress=fields.number("progress"),
-            message=fields.text("message"),
+            body.token,
+            body.lease,
+            progress=body.progress,
+            message=body.message,
         )
-        return JSONResponse({"lease_until": until})
+        return reply(m.LeaseUntil(lease_until=until))
 
-    async def complete(self, request: Request) -> Response:
-        fields = Fields(await self.body(request), ("token", "result"))
-        token = fields.text("token", required=True)
-        await self.queue.complete(self.job_id(request), token, fields.data.get("result"))
-        self.metrics.jobs["completed"] += 1
-        return JSONResponse({"completed": True})
+    async def complete(self, request: Request, body: m.Complete, query: None) -> Response:
+        await self.queue.complete(self.job_id(request), body.token, body.result)
+        self.metrics.handled("completed", 1)
+        return reply(m.Completed(completed=True))
 
-    async def complete_many(self, request: Request) -> Response:
-        items = Fields(await self.body(request), ("jobs",)).objects("jobs")
-        parsed = []
-        for i, item in enumerate(items):
-            f = Fields(item, ("id", "token", "result"), f"jobs[{i}]")
-            job_id = f.integer("id")
-            if job_id is None:
-                raise BadRequest(f"jobs[{i}] needs an id")
-            parsed.append((job_id, f.text("token", required=True), item.get("result")))
-        held = await self.queue.complete_many(parsed)
-        self.metrics.jobs["completed"] += sum(held)
-        return JSONResponse({"completed": held})
+    async def complete_many(self, request: Request, body: m.CompleteMany, query: None) -> Response:
+        held = await self.queue.complete_many([(j.id, j.token, j.result) for j in body.jobs])
+        self.metrics.handled("completed", sum(held))
+        return reply(m.CompletedMany(completed=held))
 
-    async def fail(self, request: Request) -> Response:
-        fields = Fields(await self.body(request), ("token", "error", "retry"))
+    async def fail(self, request: Request, body: m.Fail, query: None) -> Response:
         state = await self.queue.fail(
-            self.job_id(request),
-            fields.text("token", required=True),
-            fields.text("error", "") or "failed",
-            retry=fields.boolean("retry", True),
+            self.job_id(request), body.token, body.error or "failed", retry=body.retry
         )
-        self.metrics.jobs["failed"] += 1
-        return JSONResponse({"state": state})
+        self.metrics.handled("failed", 1)
+        return reply({"state": state})
 
-    async def release(self, request: Request) -> Response:
-        fields = Fields(await self.body(request), ("token",))
-        job_id = self.job_id(request)
-        [held] = await self.queue.release([(job_id, fields.text("token", required=True))])
-        return JSONResponse({"released": held})
+    async def release(self, request: Request, body: m.Release, query: None) -> Response:
+        [held] = await self.queue.release([(self.job_id(request), body.token)])
+        return reply(m.Released(released=held))
 
     # -- operations ----------------------------------------------------------------------
 
-    async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"ok": True, **await self.queue.health()})
+    async def healthz(self, request: Request, body: None, query: None) -> Response:
+        return reply({"ok": True, **await self.queue.health()})
 
-    async def metrics_text(self, request: Request) -> Response:
+    async def metrics_text(self, request: Request, body: None, query: None) -> Response:
         stats = await self.queue.stats()
         try:
             writer = await self.queue.writer_stats()
         except OneWriterError:
             writer = None
-        text = render(stats, writer, self.metrics)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+        return Response(render(stats, writer, self.metrics), media_type=CONTENT_TYPE)
 
-    async def openapi(self, request: Request) -> Response:
-        return JSONResponse(openapi_schema())
+    async def openapi(self, request: Request, body: None, query: None) -> Response:
+        return reply(openapi_schema())
 
-    async def ui(self, request: Request) -> Response:
+    async def ui(self, request: Request, body: None, query: None) -> Response:
         return HTMLResponse(PAGE)
 
     def routes(self) -> list[Route]:
-        both = frozenset({PRODUCER, WORKER})
-        producer = frozenset({PRODUCER})
-        worker = frozenset({WORKER})
-        table: list[tuple[str, str, str, frozenset[str], Handler]] = [
-            ("/queues/{queue}/jobs", "POST", "enqueue", producer, self.enqueue),
-            ("/queues/{queue}/claim", "POST", "claim", worker, self.claim),
-            ("/jobs/complete", "POST", "complete_many", worker, self.complete_many),
-            ("/jobs/{job_id:int}", "GET", "get", both, self.get_job),
-            ("/jobs/{job_id:int}/heartbeat", "POST", "heartbeat", worker, self.heartbeat),
-            ("/jobs/{job_id:int}/complete", "POST", "complete", worker, self.complete),
-            ("/jobs/{job_id:int}/fail", "POST", "fail", worker, self.fail),
-            ("/jobs/{job_id:int}/release", "POST", "release", worker, self.release),
-            ("/jobs", "GET", "recent", both, self.recent),
-            ("/dead", "GET", "dead_letters", both, self.dead_letters),
-            ("/dead/requeue", "POST", "requeue", producer, self.requeue),
-            ("/stats", "GET", "stats", both, self.stats),
-            ("/throughput", "GET", "throughput", both, self.throughput),
-            ("/healthz", "GET", "healthz", OPEN, self.healthz),
-            ("/metrics", "GET", "metrics", OPEN, self.metrics_text),
-            ("/openapi.json", "GET", "openapi", OPEN, self.openapi),
-            ("/ui", "GET", "ui", OPEN, self.ui),
-            *self.controls.routes(),
-        ]
+        """A route per :data:`ENDPOINTS` entry, served by the method of its name."""
+        handlers: dict[str, Handler] = {
+            "enqueue": self.enqueue,
+            "claim": self.claim,
+            "complete_many": self.complete_many,
+            "get": self.get,
+            "heartbeat": self.heartbeat,
+            "complete": self.complete,
+            "fail": self.fail,
+            "release": self.release,
+            "recent": self.recent,
+            "dead_letters": self.dead_letters,
+            "requeue": self.requeue,
+            "stats": self.stats,
+            "throughput": self.throughput,
+            "healthz": self.healthz,
+            "metrics": self.metrics_text,
+            "openapi": self.openapi,
+            "ui": self.ui,
+            **self.controls.handlers(),
+        }
+        if set(handlers) != {e.name for e in ENDPOINTS}:
+            raise RuntimeError("every endpoint needs exactly one handler")
         return [
-            Route(path, self.endpoint(name, roles, fn), methods=[method], name=name)
-            for path, method, name, roles, fn in table
+            Route(e.path, self.endpoint(e, handlers[e.name]), methods=[e.method], name=e.name)
+            for e in ENDPOINTS
         ]
-
-
-def _query_number(request: Request, name: str) -> float | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be a number") from None
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -1,20 +1,21 @@
 """What every HTTP endpoint shares: settings, bearer-token auth, bounded JSON bodies,
-checked fields, and errors as ``{"error": {"code", "message"}}`` with their HTTP status."""
+JSON replies, and errors as ``{"error": {"code", "message"}}`` with their HTTP status."""
 
 from __future__ import annotations
 
 import hmac
 import json
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
-from .._errors import BadRequest, OneWriterError, TooLarge, Unauthorized
-from ._model import DEFAULT_PAYLOAD_LIMIT, NewJob
+from .._errors import OneWriterError, TooLarge, Unauthorized
+from ._errors import UnsupportedMediaType
+from ._model import DEFAULT_PAYLOAD_LIMIT
 
 PRODUCER = "producer"
 WORKER = "worker"
@@ -85,14 +86,19 @@ def check_auth(request: Request, settings: Settings, roles: frozenset[str]) -> N
         raise Unauthorized(f"this endpoint needs a {' or '.join(sorted(roles))} token")
 
 
-def error_response(exc: OneWriterError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-    return JSONResponse({"error": exc.to_wire()}, status_code=exc.http_status, headers=headers)
+def error_response(exc: OneWriterError) -> Response:
+    response = reply({"error": exc.to_wire()}, exc.http_status)
+    if isinstance(exc, Unauthorized):
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
-async def read_json(request: Request, max_body: int) -> dict[str, Any]:
-    """The request's JSON object; ``TOO_LARGE`` past ``max_body`` bytes, else
-    ``BAD_REQUEST`` for anything that is not a JSON object."""
+async def read_body(request: Request, max_body: int) -> bytes:
+    """The request's JSON body (``b"{}"`` when empty): ``TOO_LARGE`` past ``max_body``
+    bytes, ``UNSUPPORTED_MEDIA_TYPE`` for a declared type other than JSON in UTF-8."""
+    media = request.headers.get("content-type")
+    if media is not None and not _is_json(media):
+        raise UnsupportedMediaType(f"the body must be application/json, not {media[:100]!r}")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body:
         raise TooLarge(f"request body of {declared} bytes is over the limit of {max_body}")
@@ -104,106 +110,26 @@ async def read_json(request: Request, max_body: int) -> dict[str, Any]:
             raise TooLarge(f"request body is over the limit of {max_body} bytes")
         chunks.append(chunk)
     body = b"".join(chunks)
-    if not body.strip():
-        return {}
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise BadRequest("the body must be a JSON object")
-    return value
+    return body if body.strip() else b"{}"
 
 
-class Fields:
-    """Typed access to a JSON object's members, refusing unknown or ill-typed ones."""
-
-    def __init__(self, data: Mapping[str, Any], allowed: Iterable[str], what: str = "body") -> None:
-        unknown = set(data) - set(allowed)
-        if unknown:
-            raise BadRequest(f"unknown field(s) in {what}: {', '.join(sorted(unknown))}")
-        self.data = data
-
-    def text(self, name: str, default: str | None = None, *, required: bool = False) -> Any:
-        value = self.data.get(name, default)
-        if value is None and required:
-            raise BadRequest(f"{name} is required")
-        if value is not None and not isinstance(value, str):
-            raise BadRequest(f"{name} must be a string")
-        return value
-
-    def number(self, name: str, default: float | None = None) -> Any:
-        value = self.data.get(name, default)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise BadRequest(f"{name} must be a number")
-        if not math.isfinite(value):
-            raise BadRequest(f"{name} must be finite")
-        return value
-
-    def integer(self, name: str, default: int | None = None) -> Any:
-        value = self.data.get(name, default)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise BadRequest(f"{name} must be an integer")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.data.get(name, default)
-        if not isinstance(value, bool):
-            raise BadRequest(f"{name} must be true or false")
-        return value
-
-    def strings(self, name: str) -> list[str]:
-        value = self.data.get(name) or []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise BadRequest(f"{name} must be a list of strings")
-        return value
-
-    def integers(self, name: str) -> list[int] | None:
-        value = self.data.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
+def _is_json(media: str) -> bool:
+    kind, _, params = media.partition(";")
+    kind = kind.strip().lower()
+    if kind != "application/json" and not (
+        kind.startswith("application/") and kind.endswith("+json")
+    ):
+        return False
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
         ):
-            raise BadRequest(f"{name} must be a list of integers")
-        return value
-
-    def objects(self, name: str) -> list[dict[str, Any]]:
-        value = self.data.get(name)
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            raise BadRequest(f"{name} must be a list of objects")
-        return value
+            return False
+    return True
 
 
-NEW_JOB_FIELDS = (
-    "payload",
-    "priority",
-    "delay",
-    "run_at",
-    "requires",
-    "max_attempts",
-    "unique_key",
-    "concurrency_key",
-    "concurrency_limit",
-    "backoff",
-    "timeout",
-    "depends_on",
-    "on_parent_failure",
-)
-
-
-def new_job(data: Mapping[str, Any], what: str = "job") -> NewJob:
-    """A :class:`NewJob` from its JSON form (values are checked when encoded)."""
-    if not isinstance(data, Mapping):
-        raise BadRequest(f"{what} must be a JSON object")
-    fields = Fields(data, NEW_JOB_FIELDS, what)
-    if "payload" not in data:
-        raise BadRequest(f"{what} needs a payload")
-    options = {k: v for k, v in data.items() if k != "payload" and v is not None}
-    if "requires" in options:
-        options["requires"] = fields.strings("requires")
-    if "depends_on" in options:
-        options["depends_on"] = fields.integers("depends_on")
-    return NewJob(payload=data["payload"], **options)
+def reply(value: Any, status: int = 200) -> Response:
+    """``value`` (plain data or a response model) as JSON."""
+    return Response(msgspec.json.encode(value), status, media_type="application/json")

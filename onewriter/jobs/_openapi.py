@@ -1,326 +1,345 @@
-"""The HTTP service's OpenAPI 3.1 description, served at ``/openapi.json``."""
+"""The HTTP service's endpoints as data, and the OpenAPI 3.1 description generated from
+them (served at ``/openapi.json``).
+
+Each :class:`Endpoint` names its request and response types (:mod:`._http_models`); the
+app decodes requests into the same types, so the description is what is enforced.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
+import msgspec
+
+from . import _http_models as m
+from ._http_io import OPEN, PRODUCER, WORKER
+from ._model import Job, QueueSettings
+
+BOTH = frozenset({PRODUCER, WORKER})
+_PRODUCER = frozenset({PRODUCER})
+_WORKER = frozenset({WORKER})
+
+_REF = "#/components/schemas/{name}"
+_PATH_PARAM = re.compile(r"{(\w+)(?::(\w+))?}")
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": schema}}}
+@dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    """One route: who may call it, what it reads and what it answers."""
+
+    name: str
+    method: str
+    path: str
+    """Starlette's path template (``{job_id:int}`` converts and matches digits only)."""
+    roles: frozenset[str]
+    summary: str
+    body: type[Any] | None = None
+    query: type[Any] | None = None
+    response: Any = None
+    """The response body's type (a tuple: one of them); ``None`` for any JSON object,
+    ``str`` for text."""
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    """Statuses beyond those the inputs imply (400, 401, 413, 415)."""
 
 
-def _op(
-    summary: str,
-    *,
-    body: dict[str, Any] | None = None,
-    ok: dict[str, Any] | None = None,
-    status: str = "200",
-    errors: tuple[int, ...] = (400, 401),
-    params: list[dict[str, Any]] | None = None,
-    secured: bool = True,
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        name="enqueue",
+        method="POST",
+        path="/queues/{queue}/jobs",
+        roles=_PRODUCER,
+        summary="Enqueue one job, or a batch as {jobs: [...]} (201 when any was new)",
+        body=m.Enqueue,
+        response=(m.Created, m.CreatedMany),
+        status=201,
+        errors=(503,),
+    ),
+    Endpoint(
+        name="claim",
+        method="POST",
+        path="/queues/{queue}/claim",
+        roles=_WORKER,
+        summary="Lease up to limit jobs (with their tokens); wait long-polls for one",
+        body=m.Claim,
+        response=m.JobList,
+        errors=(503,),
+    ),
+    Endpoint(
+        name="complete_many",
+        method="POST",
+        path="/jobs/complete",
+        roles=_WORKER,
+        summary="Complete many jobs; for each (id, token) pair, whether its token held",
+        body=m.CompleteMany,
+        response=m.CompletedMany,
+    ),
+    Endpoint(
+        name="get",
+        method="GET",
+        path="/jobs/{job_id:int}",
+        roles=BOTH,
+        summary="A job (without its token); wait long-polls until it finishes",
+        query=m.JobQuery,
+        response=Job,
+        errors=(404,),
+    ),
+    Endpoint(
+        name="heartbeat",
+        method="POST",
+        path="/jobs/{job_id:int}/heartbeat",
+        roles=_WORKER,
+        summary="Extend the lease, with progress; 409 CANCELLED: stop, the job was cancelled",
+        body=m.Heartbeat,
+        response=m.LeaseUntil,
+        errors=(409,),
+    ),
+    Endpoint(
+        name="complete",
+        method="POST",
+        path="/jobs/{job_id:int}/complete",
+        roles=_WORKER,
+        summary="Mark done with a result",
+        body=m.Complete,
+        response=m.Completed,
+        errors=(409,),
+    ),
+    Endpoint(
+        name="fail",
+        method="POST",
+        path="/jobs/{job_id:int}/fail",
+        roles=_WORKER,
+        summary="Record a failed attempt: retried after a backoff, or dead",
+        body=m.Fail,
+        response=m.Failed,
+        errors=(409,),
+    ),
+    Endpoint(
+        name="release",
+        method="POST",
+        path="/jobs/{job_id:int}/release",
+        roles=_WORKER,
+        summary="Give the job back now, the attempt not counted",
+        body=m.Release,
+        response=m.Released,
+    ),
+    Endpoint(
+        name="cancel",
+        method="POST",
+        path="/jobs/{job_id:int}/cancel",
+        roles=_PRODUCER,
+        summary="Cancel: a waiting or ready job at once, a running one at its next heartbeat",
+        response=m.Cancelled,
+        errors=(404,),
+    ),
+    Endpoint(
+        name="retry",
+        method="POST",
+        path="/jobs/{job_id:int}/retry",
+        roles=_PRODUCER,
+        summary="Run a dead or cancelled job again, with fresh attempts",
+        response=m.Retried,
+    ),
+    Endpoint(
+        name="pause",
+        method="POST",
+        path="/queues/{queue}/pause",
+        roles=_PRODUCER,
+        summary="Claims of the queue get nothing until it is resumed (kept across restarts)",
+        response=QueueSettings,
+    ),
+    Endpoint(
+        name="resume",
+        method="POST",
+        path="/queues/{queue}/resume",
+        roles=_PRODUCER,
+        summary="Hand out the queue's jobs again",
+        response=QueueSettings,
+    ),
+    Endpoint(
+        name="queue",
+        method="GET",
+        path="/queues/{queue}",
+        roles=BOTH,
+        summary="The queue's settings: paused, rate limit",
+        response=QueueSettings,
+    ),
+    Endpoint(
+        name="configure_queue",
+        method="PUT",
+        path="/queues/{queue}",
+        roles=_PRODUCER,
+        summary="Pause or resume, set or remove (null) the rate limit",
+        body=m.QueueConfig,
+        response=QueueSettings,
+    ),
+    Endpoint(
+        name="recent",
+        method="GET",
+        path="/jobs",
+        roles=BOTH,
+        summary="The newest jobs",
+        query=m.RecentQuery,
+        response=m.JobList,
+    ),
+    Endpoint(
+        name="dead_letters",
+        method="GET",
+        path="/dead",
+        roles=BOTH,
+        summary="Dead letters, newest first, with their last error",
+        query=m.DeadQuery,
+        response=m.JobList,
+    ),
+    Endpoint(
+        name="requeue",
+        method="POST",
+        path="/dead/requeue",
+        roles=_PRODUCER,
+        summary="Send dead letters back to ready; all when no filter",
+        body=m.Requeue,
+        response=m.Requeued,
+    ),
+    Endpoint(
+        name="stats",
+        method="GET",
+        path="/stats",
+        roles=BOTH,
+        summary="Counts by queue and state, oldest ready age, throughput",
+    ),
+    Endpoint(
+        name="throughput",
+        method="GET",
+        path="/throughput",
+        roles=BOTH,
+        summary="Jobs done per minute, oldest first",
+        query=m.ThroughputQuery,
+        response=m.PerMinute,
+    ),
+    Endpoint(
+        name="healthz",
+        method="GET",
+        path="/healthz",
+        roles=OPEN,
+        summary="Readers and the writer answer",
+        errors=(503,),
+    ),
+    Endpoint(
+        name="metrics",
+        method="GET",
+        path="/metrics",
+        roles=OPEN,
+        summary="Prometheus metrics",
+        response=str,
+    ),
+    Endpoint(
+        name="openapi",
+        method="GET",
+        path="/openapi.json",
+        roles=OPEN,
+        summary="This description",
+    ),
+    Endpoint(
+        name="ui", method="GET", path="/ui", roles=OPEN, summary="The dashboard", response=str
+    ),
+)
+
+
+def openapi_path(path: str) -> str:
+    """``/jobs/{job_id:int}`` as OpenAPI writes it: ``/jobs/{job_id}``."""
+    return _PATH_PARAM.sub(lambda match: "{" + match.group(1) + "}", path)
+
+
+def _json(schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
+    return {"content": {media: {"schema": schema}}}
+
+
+def _operation(
+    endpoint: Endpoint, schema_of: dict[Any, dict[str, Any]], components: dict[str, Any]
 ) -> dict[str, Any]:
-    responses: dict[str, Any] = {status: {"description": "OK", **_json(ok or {"type": "object"})}}
-    for code in errors:
-        responses[str(code)] = {"description": "error", **_json(_ERROR)}
-    operation: dict[str, Any] = {"summary": summary, "responses": responses}
-    if body is not None:
-        operation["requestBody"] = {"required": True, **_json(body)}
-    if params:
-        operation["parameters"] = params
-    if not secured:
+    errors = set(endpoint.errors)
+    if endpoint.roles:
+        errors.add(401)
+    if endpoint.body is not None or endpoint.query is not None or "{" in endpoint.path:
+        errors.add(400)
+    if endpoint.body is not None:
+        errors |= {413, 415}
+    if endpoint.response is str:
+        ok = _json({"type": "string"}, "text/plain")
+    elif isinstance(endpoint.response, tuple):
+        ok = _json({"oneOf": [schema_of[kind] for kind in endpoint.response]})
+    else:
+        ok = _json(schema_of.get(endpoint.response, {"type": "object"}))
+    responses: dict[str, Any] = {str(endpoint.status): {"description": "OK", **ok}}
+    for status in sorted(errors):
+        responses[str(status)] = {
+            "description": "refused",
+            **_json({"$ref": _REF.format(name="Error")}),
+        }
+    operation: dict[str, Any] = {
+        "operationId": endpoint.name,
+        "summary": endpoint.summary,
+        "responses": responses,
+    }
+    if not endpoint.roles:
         operation["security"] = []
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1}
+            if kind == "int"
+            else {"type": "string", "minLength": 1},
+        }
+        for name, kind in _PATH_PARAM.findall(endpoint.path)
+    ]
+    if endpoint.query is not None:
+        query = components[endpoint.query.__name__]
+        for name, schema in query["properties"].items():
+            parameters.append({"name": name, "in": "query", "schema": schema})
+    if parameters:
+        operation["parameters"] = parameters
+    if endpoint.body is not None:
+        operation["requestBody"] = {"required": False, **_json(schema_of[endpoint.body])}
     return operation
-
-
-def _path_param(name: str, kind: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
-
-
-def _query(name: str, kind: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "schema": {"type": kind}, "description": description}
-
-
-def _obj(required: tuple[str, ...] = (), **properties: Any) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = list(required)
-    return schema
-
-
-_NUMBER = {"type": "number"}
-_INT = {"type": "integer"}
-_STR = {"type": "string"}
-_STRS = {"type": "array", "items": _STR}
-_ANY: dict[str, Any] = {}
-
-_NEW_JOB = _obj(
-    ("payload",),
-    payload=_ANY,
-    priority=_INT,
-    delay={"type": "number", "description": "seconds from now (server clock)"},
-    run_at={"type": "number", "description": "Unix seconds, UTC"},
-    requires=_STRS,
-    max_attempts=_INT,
-    unique_key=_STR,
-    concurrency_key=_STR,
-    concurrency_limit=_INT,
-    backoff={"type": "number", "description": "seconds; doubled per attempt, jittered"},
-    timeout={"type": "number", "description": "seconds an attempt may run"},
-    depends_on={"type": "array", "items": _INT, "description": "ids of jobs to wait for"},
-    on_parent_failure={"type": "string", "enum": ["cancel", "run"]},
-)
-
-_STATES = ["waiting", "ready", "running", "done", "dead", "cancelled"]
-
-_SETTINGS = _obj(
-    queue=_STR,
-    paused={"type": "boolean"},
-    rate_limit={"oneOf": [_obj(("limit",), limit=_INT, period=_NUMBER), {"type": "null"}]},
-)
-
-_JOB = _obj(
-    id=_INT,
-    queue=_STR,
-    state={"type": "string", "enum": _STATES},
-    payload=_ANY,
-    priority=_INT,
-    run_at=_NUMBER,
-    requires=_STRS,
-    attempts=_INT,
-    max_attempts=_INT,
-    unique_key=_STR,
-    concurrency_key=_STR,
-    concurrency_limit=_INT,
-    token={"type": "string", "description": "only in claim responses"},
-    worker=_STR,
-    lease_until=_NUMBER,
-    result=_ANY,
-    error=_STR,
-    created_at=_NUMBER,
-    started_at=_NUMBER,
-    finished_at=_NUMBER,
-    timeout=_NUMBER,
-    progress={"type": "number", "description": "0 to 100, from the heartbeats"},
-    message=_STR,
-    cancel_requested={"type": "boolean"},
-    depends_on={"type": "array", "items": _INT},
-    on_parent_failure=_STR,
-)
-
-_JOBS = _obj(jobs={"type": "array", "items": {"$ref": "#/components/schemas/Job"}})
-_ENQUEUED = _obj(id=_INT, created={"type": "boolean"})
 
 
 @cache
 def openapi_schema() -> dict[str, Any]:
-    job_id = _path_param("job_id", "integer")
-    queue = _path_param("queue", "string")
+    """The OpenAPI document of :data:`ENDPOINTS`."""
+    types: list[Any] = [m.Error]
+    for endpoint in ENDPOINTS:
+        response = endpoint.response
+        alternatives = response if isinstance(response, tuple) else (response,)
+        for kind in (endpoint.body, endpoint.query, *alternatives):
+            if kind is not None and kind is not str and kind not in types:
+                types.append(kind)
+    schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
+    schema_of = dict(zip(types, schemas, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in ENDPOINTS:
+        operation = _operation(endpoint, schema_of, components)
+        paths.setdefault(openapi_path(endpoint.path), {})[endpoint.method.lower()] = operation
+    for endpoint in ENDPOINTS:
+        if endpoint.query is not None:
+            components.pop(endpoint.query.__name__, None)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "onewriter jobs",
             "version": "1",
-            "description": "A durable job queue in one SQLite database. Errors are "
+            "description": "A durable job queue in one database. Errors are "
             "{error: {code, message}} with the codes of onewriter's error table; a stale "
-            "lease token gets 409 LEASE_LOST.",
+            "lease token gets 409 LEASE_LOST. An empty body is an empty object.",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": _obj(("error",), error=_obj(("code", "message"), code=_STR, message=_STR)),
-                "NewJob": _NEW_JOB,
-                "Job": _JOB,
-            },
+            "schemas": components,
         },
         "security": [{"bearer": []}],
-        "paths": {
-            "/queues/{queue}/jobs": {
-                "post": _op(
-                    "Enqueue one job, or a batch as {jobs: [...]} (producer token)",
-                    body={
-                        "oneOf": [
-                            {"$ref": "#/components/schemas/NewJob"},
-                            _obj(
-                                ("jobs",),
-                                jobs={"type": "array", "items": _NEW_JOB},
-                                callback=_NEW_JOB,
-                                callback_queue=_STR,
-                            ),
-                        ]
-                    },
-                    ok={"oneOf": [_ENQUEUED, _obj(jobs={"type": "array", "items": _ENQUEUED})]},
-                    status="201",
-                    errors=(400, 401, 413, 503),
-                    params=[queue],
-                )
-            },
-            "/queues/{queue}/claim": {
-                "post": _op(
-                    "Lease up to limit jobs; wait (seconds) long-polls for one (worker token)",
-                    body=_obj(
-                        worker=_STR,
-                        capabilities=_STRS,
-                        limit=_INT,
-                        lease=_NUMBER,
-                        wait=_NUMBER,
-                    ),
-                    ok=_JOBS,
-                    errors=(400, 401, 503),
-                    params=[queue],
-                )
-            },
-            "/jobs/complete": {
-                "post": _op(
-                    "Complete many jobs; which tokens still held (worker token)",
-                    body=_obj(
-                        ("jobs",),
-                        jobs={
-                            "type": "array",
-                            "items": _obj(("id", "token"), id=_INT, token=_STR, result=_ANY),
-                        },
-                    ),
-                    ok=_obj(completed={"type": "array", "items": {"type": "boolean"}}),
-                )
-            },
-            "/jobs/{job_id}": {
-                "get": _op(
-                    "A job (without its token); wait long-polls until it finishes",
-                    ok={"$ref": "#/components/schemas/Job"},
-                    errors=(401, 404),
-                    params=[job_id, _query("wait", "number", "seconds to wait for the end")],
-                )
-            },
-            "/jobs/{job_id}/heartbeat": {
-                "post": _op(
-                    "Extend the lease, report progress; 409 CANCELLED: stop (worker token)",
-                    body=_obj(
-                        ("token",),
-                        token=_STR,
-                        lease=_NUMBER,
-                        progress={"type": "number", "minimum": 0, "maximum": 100},
-                        message=_STR,
-                    ),
-                    ok=_obj(lease_until=_NUMBER),
-                    errors=(400, 401, 409),
-                    params=[job_id],
-                )
-            },
-            "/jobs/{job_id}/complete": {
-                "post": _op(
-                    "Mark done with a result (worker token)",
-                    body=_obj(("token",), token=_STR, result=_ANY),
-                    ok=_obj(completed={"type": "boolean"}),
-                    errors=(400, 401, 409),
-                    params=[job_id],
-                )
-            },
-            "/jobs/{job_id}/fail": {
-                "post": _op(
-                    "Record a failed attempt: retried after a backoff, or dead (worker token)",
-                    body=_obj(("token",), token=_STR, error=_STR, retry={"type": "boolean"}),
-                    ok=_obj(state={"type": "string", "enum": ["ready", "dead", "cancelled"]}),
-                    errors=(400, 401, 409),
-                    params=[job_id],
-                )
-            },
-            "/jobs/{job_id}/release": {
-                "post": _op(
-                    "Give the job back now, the attempt not counted (worker token)",
-                    body=_obj(("token",), token=_STR),
-                    ok=_obj(released={"type": "boolean"}),
-                    params=[job_id],
-                )
-            },
-            "/jobs/{job_id}/cancel": {
-                "post": _op(
-                    "Cancel: cancelled, cancelling (running), or its final state (producer)",
-                    ok=_obj(state=_STR),
-                    errors=(401, 404),
-                    params=[job_id],
-                )
-            },
-            "/jobs/{job_id}/retry": {
-                "post": _op(
-                    "Run a dead or cancelled job again, fresh attempts (producer token)",
-                    ok=_obj(retried={"type": "boolean"}),
-                    errors=(401,),
-                    params=[job_id],
-                )
-            },
-            "/queues/{queue}": {
-                "get": _op("The queue's settings", ok=_SETTINGS, params=[queue]),
-                "put": _op(
-                    "Pause/resume, set or remove (null) the rate limit (producer token)",
-                    body=_obj(
-                        paused={"type": "boolean"},
-                        rate_limit={
-                            "oneOf": [
-                                _obj(("limit",), limit=_INT, period=_NUMBER),
-                                {"type": "null"},
-                            ]
-                        },
-                    ),
-                    ok=_SETTINGS,
-                    params=[queue],
-                ),
-            },
-            "/queues/{queue}/pause": {
-                "post": _op(
-                    "Claims get nothing until resumed (producer)", ok=_SETTINGS, params=[queue]
-                )
-            },
-            "/queues/{queue}/resume": {
-                "post": _op(
-                    "Hand out the queue's jobs again (producer)", ok=_SETTINGS, params=[queue]
-                )
-            },
-            "/jobs": {
-                "get": _op(
-                    "The newest jobs",
-                    ok=_JOBS,
-                    params=[_query("limit", "integer", "at most 1000")],
-                )
-            },
-            "/dead": {
-                "get": _op(
-                    "Dead letters, newest first, with their last error",
-                    ok=_JOBS,
-                    params=[
-                        _query("queue", "string", "only this queue"),
-                        _query("limit", "integer", "at most 1000"),
-                    ],
-                )
-            },
-            "/dead/requeue": {
-                "post": _op(
-                    "Send dead letters back to ready (producer token); all when no filter",
-                    body=_obj(ids={"type": "array", "items": _INT}, queue=_STR),
-                    ok=_obj(requeued=_INT),
-                )
-            },
-            "/stats": {"get": _op("Counts by queue and state, oldest ready age, throughput")},
-            "/throughput": {
-                "get": _op(
-                    "Jobs done per minute, oldest first",
-                    ok=_obj(per_minute={"type": "array", "items": _INT}),
-                    params=[_query("minutes", "integer", "how many minutes (default 10)")],
-                )
-            },
-            "/healthz": {"get": _op("Readers and the writer answer", secured=False, errors=(503,))},
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "security": [],
-                    "responses": {
-                        "200": {
-                            "description": "OK",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-        },
+        "paths": paths,
     }

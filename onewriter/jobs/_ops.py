@@ -282,10 +282,15 @@ def jobs_heartbeat(
 @jobs_ops.register
 def jobs_complete(conn: sqlite3.Connection, items: str) -> list[list[Any]]:
     """Mark jobs done: ``items`` is a JSON array of ``[id, token, result_json]``. Returns
-    ``[id, state]`` of the jobs whose token still held (``cancelled`` for those whose
-    cancellation was asked for meanwhile)."""
-    rows = conn.execute(sql.COMPLETE, {"items": items, "now": time.time()})
-    return [[row[0], row[1]] for row in rows]
+    the ``[id, token, state]`` of the pairs whose token still held: ``done``, or
+    ``cancelled`` for a job whose cancellation was asked for meanwhile."""
+    held = [
+        [row[0], row[1], "cancelled" if row[2] else "done"]
+        for row in conn.execute(sql.COMPLETE_HELD, {"items": items})
+    ]
+    if held:
+        conn.execute(sql.COMPLETE, {"items": items, "now": time.time()})
+    return held
 
 
 @jobs_ops.register

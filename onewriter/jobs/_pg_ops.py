@@ -256,15 +256,16 @@ def heartbeat(
 
 
 def complete(items: str) -> Steps[list[list[Any]]]:
-    """``items`` is a JSON array of ``[id, token, result_json]``; ``[id, state]`` of the
-    jobs that were held."""
+    """``items`` is a JSON array of ``[id, token, result_json]``; the ``[id, token,
+    state]`` of the pairs whose token held (as the SQLite op)."""
     decoded = json.loads(items)
     params = {
         "ids": [item[0] for item in decoded],
         "tokens": [item[1] for item in decoded],
         "results": [item[2] for item in decoded],
     }
-    return [[row[0], row[1]] for row in (yield Statement(sql.COMPLETE, params, alone=True)).rows]
+    rows = (yield Statement(sql.COMPLETE, params, alone=True)).rows
+    return [[row[0], row[1], row[2]] for row in rows]
 
 
 def cancel(id: int) -> Steps[str | None]:

@@ -304,8 +304,8 @@ WHERE j.id = %(id)s AND j.token = %(token)s AND j.state = 'running'
 RETURNING j.lease_until, j.state
 """
 
-#: ``ids``, ``tokens`` and ``results`` side by side; the ids that were held, with their
-#: state (``cancelled`` for a job whose cancellation was asked for meanwhile).
+#: ``ids``, ``tokens`` and ``results`` side by side; the ``(id, token)`` pairs that held,
+#: with their state (``cancelled`` for a job whose cancellation was asked for meanwhile).
 COMPLETE = f"""
 UPDATE onewriter_jobs AS j
 SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'done' END,
@@ -313,7 +313,7 @@ SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'done' END,
     finished_at = {_NOW}, token = NULL, lease_until = NULL
 FROM unnest(%(ids)s::bigint[], %(tokens)s::text[], %(results)s::text[]) AS i(id, token, result)
 WHERE j.id = i.id AND j.token = i.token AND j.state = 'running'
-RETURNING j.id, j.state
+RETURNING j.id, i.token, j.state
 """
 
 FAIL = f"""

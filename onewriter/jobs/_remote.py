@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from .._errors import ERRORS_BY_CODE, OneWriterError, WriterUnavailable
-from ._errors import JobCancelled, JobNotFound, LeaseLost
+from ._errors import JobCancelled, JobNotFound, LeaseLost, UnsupportedMediaType
 from ._model import (
     DEFAULT_LEASE,
     Batch,
@@ -30,6 +30,7 @@ _CODES: dict[str, type[OneWriterError]] = {
     LeaseLost.code: LeaseLost,
     JobCancelled.code: JobCancelled,
     JobNotFound.code: JobNotFound,
+    UnsupportedMediaType.code: UnsupportedMediaType,
 }
 
 

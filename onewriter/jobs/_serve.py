@@ -32,6 +32,7 @@ import uvicorn
 from .._database import Database, connect
 from .._errors import OneWriterError
 from .._ops import Ops
+from .._prometheus import MULTIPROC_ENV, multiprocess_dir
 from ._http import create_app
 from ._http_io import Settings
 from ._model import DEFAULT_RETENTION
@@ -99,8 +100,11 @@ def child_main() -> None:
 class _Workers:
     """The worker processes, started with the socket and restarted when they die."""
 
-    def __init__(self, settings: Settings, listener: socket.socket, count: int) -> None:
+    def __init__(
+        self, settings: Settings, listener: socket.socket, count: int, metrics_dir: str
+    ) -> None:
         self.settings = settings
+        self.metrics_dir = metrics_dir
         self.listener = listener
         self.count = count
         self.ready_r, self.ready_w = os.pipe()
@@ -110,6 +114,7 @@ class _Workers:
         env = dict(os.environ)
         env[SETTINGS_ENV] = self.settings.to_json()
         env[FDS_ENV] = f"{self.listener.fileno()},{self.ready_w}"
+        env[MULTIPROC_ENV] = self.metrics_dir  # one scrape sums every worker's counters
         return subprocess.Popen(
             [sys.executable, "-c", _CHILD],
             env=env,
@@ -258,26 +263,27 @@ def _serve_until(
 ) -> None:
     listener = socket.create_server((options.host, options.port), backlog=4096)
     try:
-        workers: _Workers | _InProcess = (
-            _Workers(settings, listener, options.workers)
-            if options.workers > 0
-            else _InProcess(settings, listener)
-        )
-        pids = workers.start()
-        try:
-            host, port = listener.getsockname()[:2]
-            info = {
-                "url": f"http://{host}:{port}",
-                "pid": os.getpid(),
-                "workers": pids,
-                "database": where,
-            }
-            announce("READY " + json.dumps(info))
-            while not stop.wait(options.maintain_every):
-                _maintain(queue)
-                workers.restart_dead()
-        finally:
-            workers.stop()
+        with multiprocess_dir() as metrics_dir:
+            workers: _Workers | _InProcess = (
+                _Workers(settings, listener, options.workers, metrics_dir)
+                if options.workers > 0
+                else _InProcess(settings, listener)
+            )
+            pids = workers.start()
+            try:
+                host, port = listener.getsockname()[:2]
+                info = {
+                    "url": f"http://{host}:{port}",
+                    "pid": os.getpid(),
+                    "workers": pids,
+                    "database": where,
+                }
+                announce("READY " + json.dumps(info))
+                while not stop.wait(options.maintain_every):
+                    _maintain(queue)
+                    workers.restart_dead()
+            finally:
+                workers.stop()
     finally:
         listener.close()
 

@@ -145,8 +145,20 @@ WHERE id = :id AND token = :token AND state = 'running'
 RETURNING lease_until, state
 """
 
-#: ``:items`` is a JSON array of ``[id, token, result_text]``; the ids that were held,
-#: with their state: ``done``, or ``cancelled`` when that was asked for meanwhile.
+#: The ``[id, token]`` pairs of ``:items`` whose token holds its running job, and whether
+#: its cancellation was asked for (read before :data:`COMPLETE`, which cannot return its
+#: ``FROM`` table's token).
+COMPLETE_HELD = """
+SELECT DISTINCT j.id, j.token, j.cancel_requested
+FROM json_each(:items) AS i
+JOIN onewriter_jobs AS j
+  ON j.id = json_extract(i.value, '$[0]')
+  AND j.token = json_extract(i.value, '$[1]')
+  AND j.state = 'running'
+"""
+
+#: ``:items`` is a JSON array of ``[id, token, result_text]``; a job whose cancellation
+#: was asked for meanwhile ends cancelled, its result dropped.
 COMPLETE = """
 UPDATE onewriter_jobs
 SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'done' END,
@@ -156,7 +168,6 @@ FROM json_each(:items) AS i
 WHERE onewriter_jobs.id = json_extract(i.value, '$[0]')
   AND onewriter_jobs.token = json_extract(i.value, '$[1]')
   AND onewriter_jobs.state = 'running'
-RETURNING onewriter_jobs.id, onewriter_jobs.state
 """
 
 FAIL = f"""

@@ -211,8 +211,8 @@ class JobStore(Controls, ABC):
 
     def complete_many(self, items: Iterable[tuple[int, str, Any]]) -> list[bool]:
         """Complete ``(id, token, result)`` items in one transaction; which were held."""
-        call, ids = self._calls.complete_call(items)
-        return self._calls.completed(ids, self._write(call))
+        call, pairs = self._calls.complete_call(items)
+        return self._calls.completed(pairs, self._write(call))
 
     def fail(self, job_id: int, token: str, error: str, *, retry: bool = True) -> State:
         """Record a failed attempt; ``"ready"`` (retried after a backoff) or ``"dead"``."""
