@@ -22,8 +22,16 @@ _GRACE = BARRIER_TIMEOUT + 90.0
 _WRITER_READY_TIMEOUT = 60.0
 
 WAYS: dict[str, tuple[str, ...]] = {
-    "insert": ("naive", "sync", "async"),
-    "rmw": ("naive-implicit", "naive-deferred", "naive-immediate", "sync", "async"),
+    "insert": ("naive", "direct", "sync", "async", "async-direct"),
+    "rmw": (
+        "naive-implicit",
+        "naive-deferred",
+        "naive-immediate",
+        "direct",
+        "sync",
+        "async",
+        "async-direct",
+    ),
 }
 
 LABELS = {
@@ -31,11 +39,16 @@ LABELS = {
     "naive-implicit": "naive, Python default",
     "naive-deferred": "naive, BEGIN (deferred)",
     "naive-immediate": "naive, BEGIN IMMEDIATE",
-    "sync": "onewriter sync, 1 in flight",
-    "async": "onewriter asyncio, 32 in flight",
+    "direct": "onewriter direct, 1 in flight",
+    "sync": "onewriter funnel, 1 in flight",
+    "async": "onewriter asyncio funnel, 32 in flight",
+    "async-direct": "onewriter asyncio direct, 32 in flight",
 }
 
-WORKLOADS = {"insert": "single-row inserts", "rmw": "read-modify-write (balance + 1)"}
+WORKLOADS = {
+    "insert": "single-row inserts",
+    "rmw": "read-modify-write (SELECT balance, UPDATE balance + 1, INSERT a row)",
+}
 
 
 @dataclass

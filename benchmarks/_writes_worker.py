@@ -32,7 +32,7 @@ class Job:
 
     path: str
     workload: str  # "insert" | "rmw"
-    way: str  # a key of NAIVE, or "sync" / "async"
+    way: str  # a key of NAIVE, or "direct" / "sync" / "async" / "async-direct"
     durability: wl.Durability
     seconds: float
     process: int
@@ -75,7 +75,7 @@ def run_worker(job: Job, barrier: Barrier, pipe: Connection) -> None:
     try:
         if job.way in NAIVE:
             result = _run_naive(job, barrier)
-        elif job.way == "sync":
+        elif job.way in ("sync", "direct"):
             result = _run_sync(job, barrier)
         else:
             result = asyncio.run(_run_async(job, barrier))
@@ -119,11 +119,16 @@ def _run_naive(job: Job, barrier: Barrier) -> WorkerResult:
 def _write_call(db: Any, workload: str, process: int) -> Callable[[], Any]:
     if workload == "insert":
         return lambda: db.write(wl.insert_item, process=process)
-    return lambda: db.write(wl.increment_balance)
+    return lambda: db.write(wl.increment_balance, process=process)
+
+
+#: ``Config.writes`` of each onewriter way: in this process under the write turn, or
+#: through the writer.
+WRITES = {"direct": "direct", "sync": "funnel", "async": "funnel", "async-direct": "direct"}
 
 
 def _run_sync(job: Job, barrier: Barrier) -> WorkerResult:
-    db = onewriter.connect(job.path, ops=wl.ops, durability=job.durability)
+    db = onewriter.connect(job.path, ops=wl.ops, durability=job.durability, writes=WRITES[job.way])
     result = WorkerResult(is_writer=db.is_writer)
     call = _write_call(db, job.workload, job.process)
     try:
@@ -149,7 +154,9 @@ def _run_sync(job: Job, barrier: Barrier) -> WorkerResult:
 
 
 async def _run_async(job: Job, barrier: Barrier) -> WorkerResult:
-    db = await onewriter.connect_async(job.path, ops=wl.ops, durability=job.durability)
+    db = await onewriter.connect_async(
+        job.path, ops=wl.ops, durability=job.durability, writes=WRITES[job.way]
+    )
     result = WorkerResult(is_writer=db.is_writer)
     call = _write_call(db, job.workload, job.process)
     loop = asyncio.get_running_loop()

@@ -51,10 +51,11 @@ def insert_item(conn: sqlite3.Connection, process: int) -> None:
 
 
 @ops.register
-def increment_balance(conn: sqlite3.Connection) -> int:
-    """Workload 2 as one op: read the balance, write it back plus one."""
+def increment_balance(conn: sqlite3.Connection, process: int) -> int:
+    """Workload 2 as one op: read the balance, write it back plus one, record a row."""
     balance = conn.execute(READ_BALANCE).fetchone()[0] + 1
     conn.execute(WRITE_BALANCE, (balance,))
+    conn.execute(INSERT_ITEM, (process, PAYLOAD))
     return int(balance)
 
 
@@ -115,6 +116,7 @@ def naive_rmw_implicit(conn: sqlite3.Connection, process: int) -> None:
     runs outside any transaction, the UPDATE opens one. Nothing fails; updates get lost."""
     balance = conn.execute(READ_BALANCE).fetchone()[0]
     conn.execute(WRITE_BALANCE, (balance + 1,))
+    conn.execute(INSERT_ITEM, (process, PAYLOAD))
     conn.commit()
 
 
@@ -124,6 +126,7 @@ def _explicit(begin: str) -> Callable[[sqlite3.Connection, int], None]:
         try:
             balance = conn.execute(READ_BALANCE).fetchone()[0]
             conn.execute(WRITE_BALANCE, (balance + 1,))
+            conn.execute(INSERT_ITEM, (process, PAYLOAD))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

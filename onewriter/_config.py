@@ -18,6 +18,7 @@ from ._errors import NoSuchFolder
 Role = Literal["auto", "writer", "client", "standalone"]
 Durability = Literal["normal", "full"]
 Checkpoint = Literal["writer", "external"]
+Writes = Literal["auto", "direct", "funnel"]
 RemoteReadsMode = Literal["off", "tcp", "all"]
 Migration = str | Callable[[sqlite3.Connection], Any]
 
@@ -39,6 +40,14 @@ class Config:
     durability: Durability = "normal"
     """``normal``: ``synchronous=NORMAL`` (an acknowledged write survives any process crash);
     ``full``: ``synchronous=FULL`` (it also survives a power loss)."""
+
+    writes: Writes = "auto"
+    """Where this process's writes run. ``direct``: in the calling thread, on a write
+    connection of this process, in a transaction of its own under the write turn (the
+    asyncio face runs them on a thread); ``funnel``: sent to the elected writer, which
+    commits them in group commits; ``auto``: sync writes direct at ``durability="normal"``
+    and funnelled at ``"full"`` (one fsync per batch), asyncio writes funnelled (measured:
+    docs/design.md). ``role="client"`` always funnels."""
 
     socket_path: str | None = None
     """Where the writer listens; default ``<db>.onewriter.sock`` (or a short path in a
@@ -62,7 +71,8 @@ class Config:
     (0 turns it off; ignored at ``normal``, where a commit costs no fsync)."""
 
     request_timeout: float = 30.0
-    """A write not started within this time is not run (``TIMEOUT``)."""
+    """A write not started within this time is not run (``TIMEOUT``): the longest a write
+    waits for the write turn or in the writer's queue."""
 
     client_timeout: float = 60.0
     """How long a client waits for a reply (``CLIENT_TIMEOUT``)."""
@@ -71,8 +81,9 @@ class Config:
     """How long a client tries to reach or elect a writer (``WRITER_UNAVAILABLE``)."""
 
     transaction_timeout: float = 5.0
-    """The longest a write transaction of ``onewriter.dbapi`` may hold the write turn;
-    past it the transaction is rolled back and its connection told so (0: no limit)."""
+    """The longest a transaction may hold the write turn (a direct write, a group-commit
+    batch, a write transaction of ``onewriter.dbapi``); past it the transaction is
+    interrupted and rolled back, and its caller told (``TIMEOUT``; 0: no limit)."""
 
     read_pool_size: int = 4
     """Reader connections (and threads for the asyncio face) per process."""
@@ -81,7 +92,8 @@ class Config:
     """A read running longer is interrupted (``READ_TIMEOUT``); ``None`` for no limit."""
 
     busy_timeout_ms: int = 5000
-    """SQLite's busy handler, for readers meeting a checkpoint and other tools."""
+    """SQLite's busy handler, for readers meeting a checkpoint and for tools outside
+    onewriter writing the file (onewriter's own writers queue on the write turn)."""
 
     cache_size_kib: int = 64 * 1024
     """Page cache per connection."""
@@ -93,18 +105,21 @@ class Config:
     """Enforce foreign keys (``PRAGMA foreign_keys``)."""
 
     allow_sql: bool = True
-    """Accept raw SQL writes (``execute_write``) from local clients."""
+    """Accept raw SQL writes (``execute_write``) from local clients and, for direct
+    writes, from this process."""
 
     migrations: Sequence[Migration] = field(default_factory=tuple)
-    """Ordered SQL scripts or functions ``(conn) -> None``; the writer applies those past
-    ``PRAGMA user_version``."""
+    """Ordered SQL scripts or functions ``(conn) -> None``; those past ``PRAGMA
+    user_version`` are applied under the write turn by the writer when elected, or by a
+    process before its first direct write."""
 
     checkpoint: Checkpoint = "writer"
     """``writer``: the writer checkpoints the WAL; ``external``: a tool such as Litestream
     owns checkpoints."""
 
     checkpoint_every: int = 200
-    """Run a PASSIVE checkpoint after this many commits (or when the writer is idle)."""
+    """The writer runs a PASSIVE checkpoint after this many commits (or when idle); a
+    direct writer looks at the WAL's size this often."""
 
     wal_size_limit: int = 64 * 1024 * 1024
     """When the WAL file grows past this, the writer forces a TRUNCATE checkpoint."""
@@ -168,6 +183,10 @@ class Config:
             raise ValueError(f"role must be auto, writer, client or standalone, not {self.role!r}")
         if self.durability not in ("normal", "full"):
             raise ValueError(f"durability must be normal or full, not {self.durability!r}")
+        if self.writes not in ("auto", "direct", "funnel"):
+            raise ValueError(f"writes must be auto, direct or funnel, not {self.writes!r}")
+        if self.writes == "direct" and self.role == "client":
+            raise ValueError("role='client' never writes locally: writes='direct' needs another")
         if self.checkpoint not in ("writer", "external"):
             raise ValueError(f"checkpoint must be writer or external, not {self.checkpoint!r}")
         if self.remote_reads not in ("off", "tcp", "all"):

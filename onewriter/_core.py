@@ -20,6 +20,7 @@ from . import _fork
 from . import _protocol as proto
 from ._config import Config, resolve_paths
 from ._differences import warn_writer_differences
+from ._direct import DirectWriter
 from ._election import ElectionLock, lock_is_held
 from ._errors import Unauthorized, WriterUnavailable, error_from_wire
 from ._ops import Ops
@@ -35,7 +36,13 @@ StreamProtocolT = TypeVar("StreamProtocolT", bound=asyncio.BaseProtocol)
 
 
 class Core:
-    """One database as seen by one process: its paths, reader pool and writer role."""
+    """One database as seen by one process: its paths, reader pool, direct writes and
+    writer role."""
+
+    #: Whether sync / asyncio writes run directly here rather than through the writer.
+    direct_sync = False
+    direct_async = False
+    direct: DirectWriter | None = None
 
     def __init__(self, database: str, config: Config, ops: Ops) -> None:
         self.database = database
@@ -48,7 +55,20 @@ class Core:
         self.local_writer: WriterService | None = None
         self.reads = ReadPool(self.db_path, config)
         self._elect_lock = threading.Lock()
+        self.direct_sync, self.direct_async = write_routes(config)
         self.closed = False
+
+    # -- direct writes -------------------------------------------------------------------
+
+    def direct_writer(self) -> DirectWriter:
+        """This process's direct writes, set up at the first one."""
+        direct = self.direct
+        if direct is None:
+            with self._elect_lock:
+                direct = self.direct
+                if direct is None:
+                    direct = self.direct = DirectWriter(self.db_path, self.config, self.ops)
+        return direct
 
     # -- the writer role ---------------------------------------------------------------
 
@@ -148,7 +168,19 @@ class Core:
         writer, self.local_writer = self.local_writer, None
         if writer is not None:
             writer.close()
+        if self.direct is not None:
+            self.direct.close()
         self.reads.close()
+
+
+def write_routes(config: Config) -> tuple[bool, bool]:
+    """Whether (sync, asyncio) writes run directly, by ``config.writes`` (the ``auto``
+    column is the measured table in docs/design.md)."""
+    if config.role == "client" or config.writes == "funnel":
+        return False, False
+    if config.writes == "direct":
+        return True, True
+    return config.durability == "normal", False
 
 
 def hello_message(client: bytes) -> dict[str, Any]:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import os
 import sqlite3
 import threading
 import warnings
 import weakref
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -23,6 +23,7 @@ from ._backup import BackupResult, backup_database
 from ._client import AsyncChannel, SyncChannel
 from ._config import Config
 from ._core import Core
+from ._direct import WriteResult as WriteResult
 from ._errors import Closed
 from ._ops import Op, Ops, op_name
 from ._readpool import Params
@@ -34,15 +35,6 @@ _open: weakref.WeakSet[Database | AsyncDatabase] = weakref.WeakSet()
 #: Addresses of a writer on another host (``_remote.py``), instead of a database path.
 REMOTE_SCHEMES = ("tcp://", "redis://", "rediss://")
 _abandoned: list[Any] = []
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """The outcome of a raw SQL write."""
-
-    rowcount: int
-    lastrowid: int | None
-    rows: list[list[Any]]
 
 
 def _write_result(value: Any) -> WriteResult:
@@ -75,6 +67,13 @@ def _sql_fields(sql: str, params: Any, many: bool, config: Config) -> dict[str, 
         "many": many,
         "deadline": config.request_timeout * 1000,
     }
+
+
+def _with_direct(stats: dict[str, Any], core: Core) -> dict[str, Any]:
+    direct = core.direct
+    if direct is not None:
+        stats = {**stats, "direct": direct.stats()}
+    return stats
 
 
 def make_config(config: Config | None, overrides: dict[str, Any]) -> Config:
@@ -176,12 +175,20 @@ class Database(_Face):
     def write(self, op: str, /, *args: Any, **kwargs: Any) -> Any: ...
 
     def write(self, op: Op[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
-        """Run a registered op on the writer; returns its result after COMMIT."""
+        """Run a registered op in a transaction of its own, here under the write turn or
+        on the writer (``Config.writes``); returns its result after COMMIT."""
+        core = self._live_core()
+        if core.direct_sync:
+            return core.direct_writer().write(op_name(op), args, kwargs)
         channel = self._channel()
         return channel.call(_op_fields(op, args, kwargs, self.config))
 
     def execute_write(self, sql: str, params: Params = (), *, many: bool = False) -> WriteResult:
-        """Run one raw SQL write statement on the writer (or ``executemany`` with many=True)."""
+        """Run one raw SQL write statement (or ``executemany`` with many=True), here or
+        on the writer, like :meth:`write`."""
+        core = self._live_core()
+        if core.direct_sync:
+            return core.direct_writer().execute(sql, params, many)
         channel = self._channel()
         return _write_result(channel.call(_sql_fields(sql, params, many, self.config)))
 
@@ -192,9 +199,10 @@ class Database(_Face):
         return self._live_core().reads.read(sql, params, timeout=timeout)
 
     def stats(self) -> dict[str, Any]:
-        """The writer's figures (queue, batches, commit latency, errors, WAL size)."""
+        """The writer's figures (queue, batches, commit latency, errors, WAL size), and
+        under ``direct`` this process's direct writes (commits, errors, turn waits)."""
         result: dict[str, Any] = self._channel().call({"t": "stats"}, write=False)
-        return result
+        return _with_direct(result, self._live_core())
 
     def backup(self, dest: str) -> BackupResult:
         """Copy the database to ``dest`` from one read snapshot; writes go on meanwhile
@@ -279,13 +287,24 @@ class AsyncDatabase(_Face):
     async def write(self, op: str, /, *args: Any, **kwargs: Any) -> Any: ...
 
     async def write(self, op: Op[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
-        """Run a registered op on the writer; returns its result after COMMIT."""
+        """Run a registered op on the writer (or, with ``writes="direct"``, here on a
+        thread under the write turn); returns its result after COMMIT."""
+        core = self._live_core()
+        if core.direct_async:
+            direct = core.direct_writer()
+            call = functools.partial(direct.write, op_name(op), args, kwargs)
+            return await asyncio.get_running_loop().run_in_executor(direct.executor(), call)
         return await self._channel().call(_op_fields(op, args, kwargs, self.config))
 
     async def execute_write(
         self, sql: str, params: Params = (), *, many: bool = False
     ) -> WriteResult:
-        """Run one raw SQL write statement on the writer."""
+        """Run one raw SQL write statement, routed like :meth:`write`."""
+        core = self._live_core()
+        if core.direct_async:
+            direct = core.direct_writer()
+            call = functools.partial(direct.execute, sql, params, many)
+            return await asyncio.get_running_loop().run_in_executor(direct.executor(), call)
         value = await self._channel().call(_sql_fields(sql, params, many, self.config))
         return _write_result(value)
 
@@ -296,9 +315,9 @@ class AsyncDatabase(_Face):
         return await self._live_core().reads.read_async(sql, params, timeout=timeout)
 
     async def stats(self) -> dict[str, Any]:
-        """The writer's figures."""
+        """The writer's figures, and this process's direct writes (as the sync face)."""
         result: dict[str, Any] = await self._channel().call({"t": "stats"}, write=False)
-        return result
+        return _with_direct(result, self._live_core())
 
     async def backup(self, dest: str) -> BackupResult:
         """Copy the database to ``dest`` from one read snapshot, on a thread."""

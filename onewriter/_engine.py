@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from . import _protocol as proto
+from ._checkpoint import BEGIN_SQL, COMMIT_SQL, ROLLBACK_SQL, Checkpointer, migrate
 from ._config import Config, Migration
 from ._errors import (
     CommitFailed,
@@ -26,6 +27,7 @@ from ._errors import (
 )
 from ._ops import Ops
 from ._readonly import confine_sql, take_refusal
+from ._turn import Hold, TurnTimeout, turn_for
 
 log = logging.getLogger("onewriter.writer")
 
@@ -36,9 +38,6 @@ _STORAGE_ERRORS = {10, 13}  # SQLITE_IOERR, SQLITE_FULL (primary codes)
 # The engine's own transaction statements carry a marker. sqlite3 caches prepared
 # statements by their text and the authorizer runs only when one is prepared: an op's
 # plain "COMMIT" must never reuse the engine's cached, already authorized statement.
-BEGIN_SQL = "BEGIN IMMEDIATE /* onewriter */"
-COMMIT_SQL = "COMMIT /* onewriter */"
-ROLLBACK_SQL = "ROLLBACK /* onewriter */"
 SAVEPOINT_SQL = "SAVEPOINT _ow /* onewriter */"
 RELEASE_SQL = "RELEASE _ow /* onewriter */"
 ROLLBACK_TO_SQL = "ROLLBACK TO _ow /* onewriter */"
@@ -72,8 +71,38 @@ _OK_HEAD = b"\x83" + proto.pack("id")
 _OK_TAIL = proto.pack("ok") + proto.pack(True) + proto.pack("result")
 
 
-class _Unsendable(Exception):
+def denied(action: int, savepoint: str | None) -> bool:
+    """Whether an op's statement would end or escape the transaction it runs in."""
+    if action == _SQLITE_TRANSACTION:
+        return True
+    return action == _SQLITE_SAVEPOINT and savepoint is not None and savepoint.startswith("_ow")
+
+
+class Unsendable(Exception):
     """An op's result could not be encoded for its reply."""
+
+
+def op_error(what: str, exc: Exception, *, sql: bool = False) -> OneWriterError:
+    """The error an op's exception becomes (``what``: "op 'name'" or "SQL"; ``sql``:
+    it was raw SQL, confined to this database)."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in _STORAGE_ERRORS:
+            return CommitFailed(f"{what}: storage error, nothing applied: {exc}")
+        refusal = take_refusal(exc)
+        if refusal is not None and sql:
+            return SqlNotAllowed(
+                f"SQL may write this database but not reach other files or change the "
+                f"writer's shared connection; refused: {refusal.reason}"
+            )
+        if "not authorized" in str(exc):
+            return OpFailed(
+                f"{what} tried to control the transaction: ops run inside the writer's "
+                "transaction and must not BEGIN, COMMIT, ROLLBACK or RELEASE it"
+            )
+    if isinstance(exc, Unsendable):
+        return OpFailed(f"{what} returned a result that cannot be sent: {exc}")
+    return OpFailed(f"{what} raised {type(exc).__name__}: {exc}")
 
 
 def _applied_earlier(pending: list[Request], retry: Request) -> bytes | None:
@@ -196,19 +225,18 @@ class Engine:
         self._internal = True
         self.raw_sql = False  # raw SQL is running: confined to this database (_readonly)
         conn.set_authorizer(self._authorize)
+        self.turn = turn_for(path)
+        self.checkpointer = Checkpointer(path, conn, config, self.turn)
+        self._hold: Hold | None = None
         self.started = time.time()
         self.batches = 0
         self.requests = 0
         self.commits = 0
         self.commit_failures = 0
-        self.checkpoints = 0
         self.ops_by_name: Counter[str] = Counter()
         self.errors_by_code: Counter[str] = Counter()
         self.batch_sizes = Window()
         self.commit_ms = Window()
-        self._commits_since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
-        self._truncate_above = config.wal_size_limit
         self._last_expire = time.monotonic()
         self._ack_floor: dict[bytes, int] = {}
         self._acks_due: dict[bytes, int] = {}
@@ -216,36 +244,11 @@ class Engine:
     # -- setup ---------------------------------------------------------------------
 
     def prepare(self, migrations: Sequence[Migration]) -> int:
-        """Create onewriter's own table and apply pending migrations; returns the version."""
-        self.conn.execute(DEDUP_SCHEMA)
-        version: int = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        for index in range(version, len(migrations)):
-            migration = migrations[index]
-            self._run_migration(index + 1, migration)
-            log.info("applied migration %d", index + 1)
-        return max(version, len(migrations))
-
-    def _run_migration(self, version: int, migration: Migration) -> None:
-        conn = self.conn
-        if isinstance(migration, str):
-            try:
-                conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{migration}\n;PRAGMA user_version = {version};\nCOMMIT;"
-                )
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute(ROLLBACK_SQL)
-                raise
-            return
-        conn.execute(BEGIN_SQL)
-        try:
-            migration(conn)
-            conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute(COMMIT_SQL)
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute(ROLLBACK_SQL)
-            raise
+        """Create onewriter's own table and apply pending migrations (under the turn);
+        returns the schema version."""
+        with self.turn.holding(self.config.request_timeout):
+            self.conn.execute(DEDUP_SCHEMA)
+        return migrate(self.conn, migrations, self.turn, self.config.request_timeout)
 
     # -- the authorizer keeps ops from ending the writer's transaction ------------------
 
@@ -254,11 +257,7 @@ class Engine:
     ) -> int:
         if self._internal:
             return sqlite3.SQLITE_OK
-        if action == _SQLITE_TRANSACTION:
-            return sqlite3.SQLITE_DENY
-        if action == _SQLITE_SAVEPOINT and arg2 is not None and arg2.startswith("_ow"):
-            return sqlite3.SQLITE_DENY
-        if self.raw_sql and confine_sql(action, arg1, arg2):
+        if denied(action, arg2) or (self.raw_sql and confine_sql(action, arg1, arg2)):
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
@@ -280,16 +279,38 @@ class Engine:
                 runnable.append(req)
         if runnable:
             started = time.perf_counter()
-            try:
-                self._transaction(runnable)
-            except Exception as exc:
-                # A fault of the engine itself: nothing of the batch may count as applied,
-                # and every request still gets its answer.
-                log.exception("a batch of %d failed unexpectedly", len(runnable))
-                self._abandon_transaction()
-                self._fail_all(runnable, CommitFailed(f"the writer failed the batch: {exc}"))
+            self._under_turn(runnable, now)
             self.commit_ms.add(1000 * (time.perf_counter() - started))
         self._deliver(batch)
+
+    def _under_turn(self, runnable: list[Request], now: float) -> None:
+        """Take the write turn (waiting at most until the last deadline), then commit."""
+        last = max((r.deadline for r in runnable if r.deadline is not None), default=None)
+        wait = self.config.request_timeout if last is None else max(0.0, last - now)
+        try:
+            hold = self.turn.acquire(
+                wait, limit=self.config.transaction_timeout, interrupt=self.conn.interrupt
+            )
+        except TurnTimeout as exc:
+            self._fail_all(runnable, exc)
+            return
+        self._hold = hold
+        try:
+            after = time.monotonic()
+            late = [r for r in runnable if r.deadline is not None and r.deadline < after]
+            if late:
+                self._fail_all(late, DeadlineExceeded("the write turn came after the deadline"))
+                runnable = [r for r in runnable if r.error is None]
+            self._transaction(runnable)
+        except Exception as exc:
+            # A fault of the engine itself: nothing of the batch may count as applied,
+            # and every request still gets its answer.
+            log.exception("a batch of %d failed unexpectedly", len(runnable))
+            self._abandon_transaction()
+            self._fail_all(runnable, CommitFailed(f"the writer failed the batch: {exc}"))
+        finally:
+            self._hold = None
+            self.turn.release()
 
     def _abandon_transaction(self) -> None:
         self._internal = True
@@ -328,6 +349,10 @@ class Engine:
                     req.replayed = False
                 guarded = True
                 continue
+            if self._overdue():
+                conn.execute(ROLLBACK_SQL)
+                self._fail_all(pending, self._overdue_error())
+                return
             try:
                 self._record(pending)
                 conn.execute(COMMIT_SQL)
@@ -342,7 +367,7 @@ class Engine:
                 self._fail_all(pending, CommitFailed(f"COMMIT failed: {exc}"))
                 return
             self.commits += 1
-            self._commits_since_checkpoint += 1
+            self.checkpointer.commits += 1
             counts = self.ops_by_name
             for req in pending:
                 if req.error is None:
@@ -374,17 +399,22 @@ class Engine:
                 try:
                     req.encoded = pack(result)
                 except Exception as exc:
-                    raise _Unsendable(f"msgpack cannot encode it: {type(exc).__name__}") from exc
+                    raise Unsendable(f"msgpack cannot encode it: {type(exc).__name__}") from exc
                 if len(req.encoded) > max_result:
                     # Its reply frame would be refused: fail it now, before it commits.
-                    raise _Unsendable(
+                    raise Unsendable(
                         f"it is {len(req.encoded)} bytes, over the frame limit of {max_result}"
                     )
                 if guarded:
                     execute(RELEASE_SQL)
             except Exception as exc:
                 req.encoded = None
-                req.error = self._op_error(req, exc)
+                if self._overdue():
+                    # Interrupted past transaction_timeout: the whole batch is given up.
+                    self._fail_all(pending, self._overdue_error())
+                    return True
+                what = f"op {req.name!r}" if req.name is not None else "SQL"
+                req.error = op_error(what, exc, sql=req.sql is not None)
                 if not guarded or not conn.in_transaction:
                     return True
                 try:
@@ -393,6 +423,16 @@ class Engine:
                 except sqlite3.Error:
                     return True
         return False
+
+    def _overdue(self) -> bool:
+        hold = self._hold
+        return hold is not None and hold.overdue
+
+    def _overdue_error(self) -> DeadlineExceeded:
+        limit = self.config.transaction_timeout
+        return DeadlineExceeded(
+            f"rolled back: the batch held the write turn past transaction_timeout ({limit:g} s)"
+        )
 
     def _lookup(self, client: bytes, seq: Any) -> bytes | None:
         """The stored reply of a write this client sent before, if it committed."""
@@ -442,27 +482,6 @@ class Engine:
             self.raw_sql = False
         return {"rowcount": cur.rowcount, "lastrowid": cur.lastrowid, "rows": rows}
 
-    def _op_error(self, req: Request, exc: Exception) -> OneWriterError:
-        what = f"op {req.name!r}" if req.name is not None else "SQL"
-        if isinstance(exc, sqlite3.DatabaseError):
-            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-            if code in _STORAGE_ERRORS:
-                return CommitFailed(f"{what}: storage error, nothing applied: {exc}")
-            refusal = take_refusal(exc)
-            if refusal is not None and req.sql is not None:
-                return SqlNotAllowed(
-                    f"SQL may write this database but not reach other files or change the "
-                    f"writer's shared connection; refused: {refusal.reason}"
-                )
-            if "not authorized" in str(exc):
-                return OpFailed(
-                    f"{what} tried to control the transaction: ops run inside the writer's "
-                    "transaction and must not BEGIN, COMMIT, ROLLBACK or RELEASE it"
-                )
-        if isinstance(exc, _Unsendable):
-            return OpFailed(f"{what} returned a result that cannot be sent: {exc}")
-        return OpFailed(f"{what} raised {type(exc).__name__}: {exc}")
-
     def note_ack(self, client: bytes, ack: int) -> None:
         """The client has seen replies for every seq below ``ack``: those ids may go."""
         if ack - self._ack_floor.get(client, 0) >= _ACK_PRUNE_STEP:
@@ -501,54 +520,23 @@ class Engine:
     # -- housekeeping -----------------------------------------------------------------
 
     def maybe_checkpoint(self, idle: bool) -> None:
-        """Keep the WAL bounded: PASSIVE often, TRUNCATE when it grew past its limit."""
-        if self.config.checkpoint != "writer" or self._commits_since_checkpoint == 0:
+        """Keep the WAL bounded (under the turn), and expire old exactly-once records."""
+        checkpointer = self.checkpointer
+        if not checkpointer.due(idle):
             return
-        now = time.monotonic()
-        # The WAL grows past its limit between scheduled checkpoints when batches are big
-        # or readers overlap without a break (then only TRUNCATE can restart it).
-        due = (
-            self.wal_bytes() > self._truncate_above
-            or self._commits_since_checkpoint >= self.config.checkpoint_every
-            or (idle and now - self._last_checkpoint > 0.2)
-        )
-        if not due:
-            return
-        self._commits_since_checkpoint = 0
-        self._last_checkpoint = now
         self._internal = True
-        try:
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            self.checkpoints += 1
-            wal = self.wal_bytes()
-            if wal > self._truncate_above:
-                busy = self.truncate_wal()[0]
-                # A reader outlasted the wait: try again once the WAL has grown by another
-                # half of its limit, rather than stall the writer on every batch.
-                limit = self.config.wal_size_limit
-                self._truncate_above = wal + limit // 2 if busy else limit
-        except sqlite3.Error as exc:
-            log.warning("checkpoint failed: %s", exc)
+        checkpointer.run()
+        now = time.monotonic()
         if now - self._last_expire > 30:
             self._last_expire = now
-            self.conn.execute(DEDUP_EXPIRE, (time.time() - self.config.dedup_retention,))
-
-    def truncate_wal(self, wait_ms: int = 200) -> tuple[int, int, int]:
-        """Checkpoint everything and truncate the WAL, waiting a little for readers."""
-        conn = self.conn
-        conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
-        try:
-            row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout_ms)}")
-        self.checkpoints += 1
-        return (int(row[0]), int(row[1]), int(row[2]))
+            try:
+                with self.turn.holding(self.config.request_timeout):
+                    self.conn.execute(DEDUP_EXPIRE, (time.time() - self.config.dedup_retention,))
+            except (TurnTimeout, sqlite3.Error) as exc:
+                log.warning("expiring exactly-once records failed: %s", exc)
 
     def wal_bytes(self) -> int:
-        try:
-            return os.stat(self.path + "-wal").st_size
-        except OSError:
-            return 0
+        return self.checkpointer.wal_bytes()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -559,7 +547,7 @@ class Engine:
             "requests": self.requests,
             "commits": self.commits,
             "commit_failures": self.commit_failures,
-            "checkpoints": self.checkpoints,
+            "checkpoints": self.checkpointer.checkpoints,
             "batch_size": self.batch_sizes.percentiles(),
             "commit_ms": self.commit_ms.percentiles(),
             "ops": dict(self.ops_by_name),
@@ -569,12 +557,8 @@ class Engine:
 
     def close(self, on_close: Callable[[], None] | None = None) -> None:
         """Checkpoint what can be and close the connection."""
-        if self.config.checkpoint == "writer":
-            try:
-                self._internal = True
-                self.truncate_wal(wait_ms=100)
-            except sqlite3.Error as exc:
-                log.info("final checkpoint skipped: %s", exc)
+        self._internal = True
+        self.checkpointer.final()
         self.conn.close()
         if on_close is not None:
             on_close()

@@ -17,7 +17,8 @@ from ._errors import UnsupportedFilesystem
 log = logging.getLogger("onewriter")
 
 #: ``copy``: a backup's destination or a restore's source: the key and nothing else.
-ConnectionKind = Literal["writer", "reader", "copy"]
+#: ``direct``: a process's own write connection (direct writes, docs/design.md).
+ConnectionKind = Literal["writer", "direct", "reader", "copy"]
 
 #: Filesystems on which WAL's shared memory does not work across hosts.
 NETWORK_FILESYSTEMS = frozenset(
@@ -43,7 +44,8 @@ _version_logged = False
 
 
 def open_connection(path: str, config: Config, kind: ConnectionKind) -> sqlite3.Connection:
-    """Open ``path`` as the writer's connection, a reader's, or a backup's (``copy``).
+    """Open ``path`` as the writer's connection, a direct writer's, a reader's, or a
+    backup's (``copy``).
 
     Both run in autocommit mode (``isolation_level=None``): the writer issues its own
     ``BEGIN IMMEDIATE``; a reader never holds a transaction past one statement, and its
@@ -82,11 +84,15 @@ def _apply_pragmas(conn: sqlite3.Connection, config: Config, kind: ConnectionKin
     execute(f"PRAGMA busy_timeout = {int(config.busy_timeout_ms)}")
     if kind == "copy":
         return
-    if kind == "writer":
+    if kind in ("writer", "direct"):
         mode = execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"could not switch the database to WAL (got {mode})")
-        execute("PRAGMA wal_autocheckpoint = 0")  # the writer schedules its own checkpoints
+        if kind == "writer" or config.checkpoint == "external":
+            # The writer schedules its own checkpoints between batches. A direct
+            # connection keeps SQLite's automatic one: it runs inside COMMIT, under the
+            # write turn, and costs what it costs plain sqlite3.
+            execute("PRAGMA wal_autocheckpoint = 0")
         execute(f"PRAGMA journal_size_limit = {int(config.wal_size_limit)}")
     synchronous = "FULL" if config.durability == "full" else "NORMAL"
     execute(f"PRAGMA synchronous = {synchronous}")
@@ -151,10 +157,11 @@ def log_sqlite_version() -> None:
     version = sqlite3.sqlite_version_info
     if wal_reset_bug_affects(version):
         log.warning(
-            "SQLite %s has the WAL-reset race (fixed in 3.51.3): only onewriter's writer "
-            "writes and checkpoints, but any other tool writing this file (Litestream "
-            "included) could trigger it. See https://www.sqlite.org/wal.html#walresetbug "
-            "and onewriter's operations guide, 'SQLite versions and the WAL-reset race'.",
+            "SQLite %s has the WAL-reset race (fixed in 3.51.3): onewriter's own writes "
+            "and checkpoints all take the write turn, but any other tool writing this file "
+            "(Litestream included) could trigger it. See "
+            "https://www.sqlite.org/wal.html#walresetbug and onewriter's operations guide, "
+            "'SQLite versions and the WAL-reset race'.",
             sqlite3.sqlite_version,
         )
     else:

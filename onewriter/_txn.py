@@ -35,8 +35,9 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _protocol as proto
+from ._checkpoint import BEGIN_SQL, COMMIT_SQL, ROLLBACK_SQL
 from ._config import Config
-from ._engine import BEGIN_SQL, COMMIT_SQL, ROLLBACK_SQL, Engine, Request, Sink
+from ._engine import Engine, Request, Sink
 from ._errors import (
     BadRequest,
     CommitFailed,
@@ -46,6 +47,7 @@ from ._errors import (
     ShuttingDown,
 )
 from ._readonly import take_refusal
+from ._turn import TurnTimeout
 
 log = logging.getLogger("onewriter.writer")
 
@@ -157,9 +159,18 @@ class Transactions:
                 error = DeadlineExceeded(f"deadline passed {late:.0f} ms before BEGIN could run")
                 _reply(waiting.sink, waiting.rid, None, error)
                 continue
+            # The transaction holds the write turn from BEGIN to its end; the writer's
+            # thread (this one) keeps it across turns of the loop meanwhile.
+            turn = self.engine.turn
+            try:
+                turn.acquire(waiting.deadline - now)
+            except TurnTimeout as exc:
+                _reply(waiting.sink, waiting.rid, None, exc)
+                continue
             try:
                 self.engine.conn.execute(BEGIN_SQL)
             except sqlite3.Error as exc:
+                turn.release()
                 _reply(waiting.sink, waiting.rid, None, CommitFailed(f"could not begin: {exc}"))
                 continue
             tx = _Open(next(self._ids), waiting.owner)
@@ -315,7 +326,7 @@ class Transactions:
             self._end(tx, "commit_failed")
             raise CommitFailed(f"COMMIT failed; nothing of it applied: {exc}") from None
         self.engine.commits += 1
-        self.engine._commits_since_checkpoint += 1
+        self.engine.checkpointer.commits += 1
         self._end(tx, "committed")
         return None
 
@@ -347,6 +358,7 @@ class Transactions:
             tx.timer.cancel()
         if self.active is tx:
             self.active = None
+            self.engine.turn.release()
         self.counts[outcome] += 1
         self._wake()
 

@@ -121,6 +121,14 @@ def writer_pid(conn: sqlite3.Connection) -> int:
     return os.getpid()
 
 
+@ops.register
+def increment(conn: sqlite3.Connection) -> int:
+    """Read-modify-write: the next number of worker -1 (a lost update would show)."""
+    balance = conn.execute("SELECT count(*) FROM numbers WHERE worker = -1").fetchone()[0]
+    conn.execute("INSERT INTO numbers (worker, n) VALUES (-1, ?)", (balance + 1,))
+    return int(balance + 1)
+
+
 # -- paths ------------------------------------------------------------------------------------
 
 
@@ -451,7 +459,8 @@ def main_join(database: str) -> None:
     report = {
         "pid": os.getpid(),
         "is_writer": db.is_writer,
-        "writer_pid": db.write(writer_pid),
+        "writer_pid": db.stats()["pid"],  # the elected writer
+        "op_pid": db.write(writer_pid),  # where a write ran (here, when direct)
         "stats_pid": db.stats()["pid"],
         "post_id": post["id"],
     }
@@ -473,14 +482,14 @@ def main_reader(database: str) -> None:
     db.close()
 
 
-def main_fork(database: str, mode: str) -> None:
+def main_fork(database: str, mode: str, writes: str = "funnel") -> None:
     """Create a Database, use it, fork; the child must write on connections of its own.
 
     ``mode`` ``writer``: this process becomes the writer (role auto); ``client``: a
-    writer runs elsewhere (role client).
+    writer runs elsewhere (role client). ``writes``: ``Config.writes``.
     """
     role = "auto" if mode == "writer" else "client"
-    db = _connect(database, role=role)
+    db = _connect(database, role=role, writes=writes)
     parent_core = db._core
     db.write(create_post, title="before fork")
     read_fd, write_fd = os.pipe()
@@ -519,13 +528,13 @@ def main_fork(database: str, mode: str) -> None:
     print("FORK " + json.dumps(report), flush=True)
 
 
-def main_fork_pool(database: str, workers: str, rows: str) -> None:
+def main_fork_pool(database: str, workers: str, rows: str, writes: str = "funnel") -> None:
     """A multiprocessing pool forked after this process became the writer: each worker
     uses the Database object it inherited."""
     import multiprocessing
 
     global _pool_db
-    db = _pool_db = _connect(database)
+    db = _pool_db = _connect(database, writes=writes)
     db.write(create_post, title="parent")
     with multiprocessing.get_context("fork").Pool(int(workers)) as pool:
         pids = pool.map(_pool_insert, [(w, int(rows)) for w in range(int(workers))])

@@ -61,10 +61,11 @@ def test_quick_start_session_in_one_process(open_db: OpenDb) -> None:
 
 
 def test_stats_report_the_writer_figures(open_db: OpenDb) -> None:
-    db = open_db()
+    db = open_db(writes="funnel")
     for i in range(5):
         db.write(insert_number, worker=0, n=i)
     stats = db.stats()
+    assert "direct" not in stats  # nothing ran directly in this process
     assert stats["pid"] == os.getpid()
     assert stats["ops"]["insert_number"] == 5
     assert stats["pending"] == 0
@@ -74,6 +75,20 @@ def test_stats_report_the_writer_figures(open_db: OpenDb) -> None:
     assert set(stats["commit_ms"]) >= {"p50", "p99", "max"}
     assert stats["wal_bytes"] > 0
     assert stats["max_pending"] == 500
+
+
+def test_stats_report_this_process_direct_writes(open_db: OpenDb) -> None:
+    db = open_db(writes="direct")
+    for i in range(5):
+        db.write(insert_number, worker=0, n=i)
+    with pytest.raises(onewriter.OpFailed):
+        db.write(fail, message="no")
+    direct = db.stats()["direct"]
+    assert direct["ops"] == {"insert_number": 5}
+    assert direct["commits"] == 5
+    assert direct["errors"] == {"OP_FAILED": 1}
+    assert direct["connections"] == 1
+    assert set(direct["turn_wait_ms"]) >= {"p50", "p99", "max"}
 
 
 def test_connections_use_wal_and_readers_cannot_write(open_db: OpenDb) -> None:

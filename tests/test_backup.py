@@ -143,9 +143,10 @@ def test_restore_refuses_a_damaged_backup_and_leaves_the_database_alone(
     finally:
         db.close()
     page_size = 4096
-    with open(backup.path, "r+b") as f:  # scribble over the middle of a b-tree page
-        f.seek(page_size * (backup.pages // 2) + 64)
-        f.write(b"\xff" * 512)
+    with open(backup.path, "r+b") as f:  # scribble over the b-tree pages of the second half
+        for page in range(backup.pages // 2, backup.pages):
+            f.seek(page_size * page + 64)
+            f.write(b"\xff" * 512)
     before = hashlib.sha256(Path(db_path).read_bytes()).hexdigest()
 
     with pytest.raises(onewriter.BackupFailed, match="integrity check"):

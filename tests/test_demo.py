@@ -291,3 +291,18 @@ def test_naive_mode_serves_the_same_api(tmp_path: Path) -> None:
         service.signal(signal.SIGUSR2)
         service.wait_for("naive mode: no writer", 20, start)
         assert service.stop() == 0
+
+
+def test_direct_mode_workers_write_themselves_under_the_turn(tmp_path: Path) -> None:
+    db = str(tmp_path / "direct.db")
+    with ServiceProcess(db, workers=2, direct=True) as service:
+        plan = LoadPlan(url=service.url, reads=40, writes=200, connections=16)
+        summary = run_load(plan, progress=False, handle_signals=False)
+        assert summary["errors"] == []
+        assert summary["acknowledged_writes"] == 200
+        assert count_posts(db) == 200
+        status, stats = call(service.url, "GET", "/stats")
+        assert status == 200 and stats["mode"] == "direct"
+        assert stats["writer"]["pid"] == service.pid  # the primary stays the writer
+        assert stats["writer"]["ops"].get("create_post", 0) == 0  # it ran none of them
+        assert service.stop() == 0

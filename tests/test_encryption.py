@@ -83,10 +83,11 @@ def main_keyed_client(database: str, key_json: str, rows: str) -> None:
     for _ in sys.stdin:
         for n in range(int(rows)):
             db.write(insert_number, worker=98, n=n)
+        writer = db.stats()["pid"]  # reaches the writer, or elects this process
         report = {
             "pid": os.getpid(),
             "is_writer": db.is_writer,
-            "writer_pid": db.stats()["pid"],
+            "writer_pid": writer,
             "rows": db.read("SELECT count(*) AS n FROM numbers")[0]["n"],
         }
         print("DONE " + json.dumps(report), flush=True)

@@ -63,7 +63,7 @@ def test_sigkill_of_the_writer_lets_the_next_write_elect_a_new_one(
 ) -> None:
     first = children.main("main_join", db_path)
     assert first.wait_json("JOINED ")["is_writer"] is True
-    db = open_db()
+    db = open_db(writes="funnel")  # the funnel elects; direct writes need no writer
     db.write(create_post, title="before the kill")
     assert db.is_writer is False
     assert db.stats()["pid"] == first.pid

@@ -399,7 +399,7 @@ def test_the_socket_is_private_to_its_user(db_path: str, children: Children) -> 
 def test_a_request_arriving_while_the_writer_drains_gets_shutting_down(
     db_path: str, open_db: OpenDb, tmp_path: Path
 ) -> None:
-    db = open_db(role="writer")
+    db = open_db(role="writer", writes="funnel")  # its next write elects a writer
     service = db._core.local_writer
     assert service is not None
     marker = tmp_path / "slow-started"

@@ -35,6 +35,13 @@ def _add_service_flags(parser: argparse.ArgumentParser) -> None:
         "(busy_timeout, BEGIN IMMEDIATE) instead of through the one writer",
         action="store_true",
     )
+    add_flag(
+        parser,
+        "--direct",
+        "workers run each write themselves under the write turn instead of sending it "
+        "to the primary",
+        action="store_true",
+    )
     add_flag(parser, "--durability", "normal or full", default="normal", choices=["normal", "full"])
     add_flag(parser, "--max-pending", "writes queued before 503", default=500, type=int)
     add_flag(parser, "--read-pool-size", "reader connections per worker", default=4, type=int)
@@ -56,6 +63,7 @@ def _options(args: argparse.Namespace, host: str, port: int) -> ServiceOptions:
         port=port,
         workers=args.workers,
         naive=args.naive,
+        direct=args.direct,
         durability=args.durability,
         max_pending=args.max_pending,
         read_pool_size=args.read_pool_size,
@@ -84,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.database,
         workers=args.workers,
         naive=args.naive,
+        direct=args.direct,
         durability=args.durability,
         extra=["--max-pending", str(args.max_pending)],
     )

@@ -172,7 +172,7 @@ async def stats(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     store = store_of(request)
-    writer = await store.stats() if store.mode == "onewriter" else None
+    writer = await store.stats() if store.mode != "naive" else None
     counts: RequestCounts = request.app.state.counts
     return Response(
         prometheus_text(counts, writer),

@@ -28,6 +28,7 @@ class ServiceProcess:
         workers: int = 2,
         port: int = 0,
         naive: bool = False,
+        direct: bool = False,
         durability: str = "normal",
         extra: Sequence[str] = (),
         stderr: int | None = None,
@@ -46,6 +47,7 @@ class ServiceProcess:
             "--durability",
             durability,
             *(["--naive"] if naive else []),
+            *(["--direct"] if direct else []),
             *extra,
         ]
         self.stderr = stderr

@@ -48,6 +48,7 @@ class ServiceOptions:
     port: int = 3000
     workers: int = 2
     naive: bool = False
+    direct: bool = False
     durability: Durability = "normal"
     max_pending: int = 500
     read_pool_size: int = 4
@@ -235,6 +236,8 @@ class Primary:
         ]
         if options.naive:
             command.append("--naive")
+        if options.direct:
+            command.append("--direct")
         try:
             process = await asyncio.create_subprocess_exec(
                 *command,

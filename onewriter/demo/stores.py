@@ -2,8 +2,9 @@
 
 Both stores read the same way (this process's reader pool). They differ only in the
 write path, which is what the benchmark compares: the onewriter store sends each op to
-the one writer; the naive store runs it on the worker's own write connection, in a
-``BEGIN IMMEDIATE`` transaction, waiting in SQLite's busy handler for the other workers.
+the one writer (or, in direct mode, runs it in the worker under the write turn); the
+naive store runs it on the worker's own write connection, in a ``BEGIN IMMEDIATE``
+transaction, waiting in SQLite's busy handler for the other workers.
 """
 
 from __future__ import annotations
@@ -51,12 +52,19 @@ class Store(Protocol):
 
 
 class OneWriterStore:
-    """Reads on this worker's pool; every write through the one writer (the primary)."""
+    """Reads on this worker's pool; every write through the one writer (the primary), or
+    with ``direct`` in this worker under the write turn (on a thread: the loop never
+    blocks)."""
 
     mode = "onewriter"
 
-    def __init__(self, path: str, config: Config) -> None:
-        self.db = AsyncDatabase(path, ops, config.replace(role="client"))
+    def __init__(self, path: str, config: Config, *, direct: bool = False) -> None:
+        if direct:
+            self.mode = "direct"
+            config = config.replace(writes="direct")
+        else:
+            config = config.replace(role="client")
+        self.db = AsyncDatabase(path, ops, config)
 
     async def open(self) -> None:
         await self.db.start()
@@ -160,6 +168,6 @@ class NaiveStore:
                 conn.execute("ROLLBACK")
 
 
-def open_store(path: str, config: Config, *, naive: bool) -> Store:
+def open_store(path: str, config: Config, *, naive: bool, direct: bool = False) -> Store:
     """The store a worker uses in the chosen mode."""
-    return NaiveStore(path, config) if naive else OneWriterStore(path, config)
+    return NaiveStore(path, config) if naive else OneWriterStore(path, config, direct=direct)

@@ -59,6 +59,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ready-fd", type=int, required=True, help="where to say 'ready'")
     parser.add_argument("--db", required=True)
     parser.add_argument("--naive", action="store_true")
+    parser.add_argument("--direct", action="store_true")
     parser.add_argument("--durability", choices=["normal", "full"], default="normal")
     parser.add_argument("--read-pool-size", type=int, default=4)
     parser.add_argument("--graceful-timeout", type=float, default=20.0)
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     def store() -> Store:
-        return open_store(args.db, config, naive=args.naive)
+        return open_store(args.db, config, naive=args.naive, direct=args.direct)
 
     listener = socket.socket(fileno=args.fd)
     server_config = uvicorn.Config(
