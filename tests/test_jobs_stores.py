@@ -580,6 +580,13 @@ def test_cancel_before_or_after_complete_fail_release_and_lease_expiry(queue: Jo
         queue.complete(first, job.token or "", "result")
     assert (queue.get(first).state, queue.get(first).result) == ("cancelled", None)
 
+    pair = [r.id for r in queue.enqueue_many("c", ["p", "q"])]
+    claimed = queue.claim("c", limit=2)
+    queue.cancel(pair[0])
+    held = queue.complete_many([(j.id, j.token or "", "r") for j in claimed])
+    assert held == [j.id != pair[0] for j in claimed]  # in one batch: cancelled, done
+    assert [queue.get(i).state for i in pair] == ["cancelled", "done"]
+
     done = queue.enqueue("c", 2)
     [job] = queue.claim("c")
     queue.complete(done, job.token or "", "kept")

@@ -128,6 +128,11 @@ def jobs_enqueue(
     group_ids = []
     for options, payloads in groups:
         params = {**options, "queue": queue, "now": now, "payloads": payloads}
+        texts = json.loads(payloads)
+        if len(texts) == 1:  # one job: a plain insert, no JSON table
+            params["payload"] = texts[0]
+            group_ids.append([conn.execute(sql.ENQUEUE_ONE, params).fetchone()[0]])
+            continue
         group_ids.append(sorted(row[0] for row in conn.execute(sql.ENQUEUE_BULK, params)))
     outcomes = [_insert(conn, queue, job, now) for job in keyed]
     if callback is None:
@@ -284,6 +289,12 @@ def jobs_complete(conn: sqlite3.Connection, items: str) -> list[list[Any]]:
     """Mark jobs done: ``items`` is a JSON array of ``[id, token, result_json]``. Returns
     the ``[id, token, state]`` of the pairs whose token still held: ``done``, or
     ``cancelled`` for a job whose cancellation was asked for meanwhile."""
+    decoded = json.loads(items)
+    if len(decoded) == 1:  # one job: a plain update, no JSON table
+        [[job_id, token, result]] = decoded
+        params = {"id": job_id, "token": token, "result": result, "now": time.time()}
+        row = conn.execute(sql.COMPLETE_ONE, params).fetchone()
+        return [] if row is None else [[job_id, token, row[0]]]
     held = [
         [row[0], row[1], "cancelled" if row[2] else "done"]
         for row in conn.execute(sql.COMPLETE_HELD, {"items": items})

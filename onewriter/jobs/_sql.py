@@ -78,6 +78,17 @@ FROM json_each(:payloads) AS p ORDER BY p.key
 RETURNING id
 """
 
+#: One job of default shape (no unique key, no parents): what ``ENQUEUE_BULK`` does for
+#: one payload, without the JSON table.
+ENQUEUE_ONE = """
+INSERT INTO onewriter_jobs (
+    queue, state, priority, run_at, payload, requires, max_attempts, backoff,
+    concurrency_key, concurrency_limit, timeout, created_at)
+VALUES (:queue, 'ready', :priority, coalesce(:run_at, :now + :delay), :payload, :requires,
+    :max_attempts, :backoff, :concurrency_key, :concurrency_limit, :timeout, :now)
+RETURNING id
+"""
+
 UNFINISHED_BY_KEY = """
 SELECT id FROM onewriter_jobs
 WHERE queue = ? AND unique_key = ? AND state IN ('ready', 'running')
@@ -155,6 +166,17 @@ JOIN onewriter_jobs AS j
   ON j.id = json_extract(i.value, '$[0]')
   AND j.token = json_extract(i.value, '$[1]')
   AND j.state = 'running'
+"""
+
+#: One job's completion (what ``COMPLETE_HELD`` and ``COMPLETE`` do for one item): its
+#: state after, or no row when the token no longer holds.
+COMPLETE_ONE = """
+UPDATE onewriter_jobs
+SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'done' END,
+    result = CASE WHEN cancel_requested THEN NULL ELSE :result END,
+    finished_at = :now, token = NULL, lease_until = NULL
+WHERE id = :id AND token = :token AND state = 'running'
+RETURNING state
 """
 
 #: ``:items`` is a JSON array of ``[id, token, result_text]``; a job whose cancellation
