@@ -281,6 +281,7 @@ def main() -> None:
     try:
         with server as postgres:
             print(f"library level, {jobs:,} jobs each:", flush=True)
+            load_before = os.getloadavg()[0]
             table = library_table(jobs, scratch, postgres)
             size = f"{memory_gib():.0f} GiB of memory"
             if postgres is not None:
@@ -289,7 +290,9 @@ def main() -> None:
                     "on loopback TCP (fsync on, default settings otherwise)"
                 )
             body = (
-                f"{size}.\n\n"
+                f"{size}. Load average (1 min) when the library runs began: "
+                f"{load_before:.1f} on 2 CPUs (other work shares this machine; compare rows "
+                "of one run, not runs).\n\n"
                 "### Library level, in one process (enqueue + claim + complete)\n\n"
                 f"```\n{table}\n```\n\n"
                 'For PostgreSQL, "commit off" is `synchronous_commit=off` (like SQLite\'s '
