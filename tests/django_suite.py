@@ -31,11 +31,11 @@ CACHE = ROOT / ".cache" / "django"
 ENGINES = {"onewriter": "onewriter.django", "stock": "django.db.backends.sqlite3"}
 
 #: The apps run in CI, in one runtests invocation.
-CI_APPS = (
-    "backends transactions transaction_hooks basic model_fields queries migrations "
-    "get_or_create bulk_create select_for_update update delete expressions aggregation "
-    "db_functions schema introspection fixtures"
-).split()
+CI_APPS = [
+    *("backends", "transactions", "transaction_hooks", "basic", "model_fields", "queries"),
+    *("migrations", "get_or_create", "bulk_create", "select_for_update", "update", "delete"),
+    *("expressions", "aggregation", "db_functions", "schema", "introspection", "fixtures"),
+]
 
 SETTINGS = """\
 import os
@@ -120,9 +120,7 @@ def run_suite(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     output = proc.stderr + proc.stdout
-    outcomes = {
-        f"{m['where']}": m["outcome"] for m in _RESULT.finditer(output)
-    }
+    outcomes = {f"{m['where']}": m["outcome"] for m in _RESULT.finditer(output)}
     ran = _RAN.search(output)
     counts: dict[str, int] = {}
     for outcome in outcomes.values():

@@ -18,13 +18,13 @@ import pytest
 
 pytest.importorskip("django")
 
-import django  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.core.exceptions import ImproperlyConfigured  # noqa: E402
-from django.db import OperationalError, connections, transaction  # noqa: E402
+import django
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import OperationalError, connections, transaction
 
-from onewriter._turn import TurnTimeout, turn_for  # noqa: E402
-from onewriter.django import BadOptions, TransactionTimeout, WriteTurnTimeout  # noqa: E402
+from onewriter._turn import TurnTimeout, turn_for
+from onewriter.django import BadOptions, TransactionTimeout, WriteTurnTimeout
 
 CREATE = "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)"
 
@@ -169,9 +169,8 @@ def test_reads_do_not_wait_for_the_turn_and_writes_time_out(db_file: str) -> Non
         started = time.monotonic()
         assert rows("short") == [1]
         assert time.monotonic() - started < 0.25
-        with pytest.raises(WriteTurnTimeout) as caught:
-            with connections["short"].cursor() as cursor:
-                cursor.execute("INSERT INTO t(n) VALUES (%s)", [2])
+        with pytest.raises(WriteTurnTimeout) as caught, connections["short"].cursor() as cursor:
+            cursor.execute("INSERT INTO t(n) VALUES (%s)", [2])
         assert caught.value.code == "TIMEOUT"
         assert isinstance(caught.value, OperationalError)
         with pytest.raises(OperationalError), transaction.atomic(using="short"):
@@ -180,11 +179,15 @@ def test_reads_do_not_wait_for_the_turn_and_writes_time_out(db_file: str) -> Non
 
 
 def test_a_transaction_past_its_limit_is_stopped(db_file: str) -> None:
-    with pytest.raises(TransactionTimeout) as caught, transaction.atomic(using="limited"):
-        with connections["limited"].cursor() as cursor:
-            cursor.execute("INSERT INTO t(n) VALUES (%s)", [1])
-            time.sleep(0.5)
-            cursor.execute("INSERT INTO t(n) VALUES (%s)", [2])
+    limited = connections["limited"]
+    with (
+        pytest.raises(TransactionTimeout) as caught,
+        transaction.atomic(using="limited"),
+        limited.cursor() as cursor,
+    ):
+        cursor.execute("INSERT INTO t(n) VALUES (%s)", [1])
+        time.sleep(0.5)
+        cursor.execute("INSERT INTO t(n) VALUES (%s)", [2])
     assert caught.value.code == "TIMEOUT"
     assert turn_free(db_file)
     assert rows() == []
@@ -199,9 +202,12 @@ def test_a_long_statement_past_the_limit_is_interrupted(db_file: str) -> None:
         "SELECT count(*) FROM c WHERE x < 0"
     )
     started = time.monotonic()
-    with pytest.raises(TransactionTimeout), transaction.atomic(using="limited"):
-        with connections["limited"].cursor() as cursor:
-            cursor.execute(long_query)
+    with (
+        pytest.raises(TransactionTimeout),
+        transaction.atomic(using="limited"),
+        connections["limited"].cursor() as cursor,
+    ):
+        cursor.execute(long_query)
     assert time.monotonic() - started < 5
     assert turn_free(db_file)
 
@@ -247,7 +253,9 @@ def test_connections_are_wal_with_the_chosen_durability(db_file: str) -> None:
 
 def test_the_connection_is_djangos_own(db_file: str) -> None:
     with connections["default"].cursor() as cursor:
-        cursor.execute("SELECT '2024-01-02 03:04:05' AS \"d [timestamp]\", %s REGEXP %s", ["abc", "b"])
+        cursor.execute(
+            "SELECT '2024-01-02 03:04:05' AS \"d [timestamp]\", %s REGEXP %s", ["abc", "b"]
+        )
         stamp, matched = cursor.fetchone()
     assert stamp.year == 2024 and stamp.hour == 3
     assert matched == 1

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("django")
 pytest.importorskip("tblib")  # Django's parallel runner pickles tracebacks with it
 
-import django_suite  # noqa: E402
+import django_suite
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "django.md"
 
