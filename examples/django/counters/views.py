@@ -9,7 +9,7 @@ import logging
 import os
 import time
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -34,10 +34,13 @@ def counter_list(request: HttpRequest) -> JsonResponse:
 @csrf_exempt
 @require_POST
 def increment(request: HttpRequest, name: str) -> JsonResponse:
-    with transaction.atomic():
-        counter, _ = Counter.objects.get_or_create(name=name)
-        counter.value = counter.value + 1
-        counter.save()
+    try:
+        with transaction.atomic():
+            counter, _ = Counter.objects.get_or_create(name=name)
+            counter.value = counter.value + 1
+            counter.save()
+    except OperationalError as exc:  # "database is locked" on the stock backend
+        return _worker(JsonResponse({"error": str(exc)}, status=503))
     return _worker(JsonResponse({"name": name, "value": counter.value}))
 
 
