@@ -8,12 +8,13 @@ turn, all at ``synchronous=NORMAL`` in WAL mode:
 - ``stock``: Django's sqlite3 backend with its defaults (deferred transactions).
 
 Client processes (threads in each, one request in flight per thread) send a bounded
-number of requests: half ``POST /counters/<c>/increment`` (read the counter, add one,
-save it, inside ``atomic()``) on a few counters, half ``GET /counters/``. Lost updates
+number of requests: 80 % ``POST /counters/<c>/increment`` (read the counter, add one,
+save it, inside ``atomic()``) on a few counters, 20 % ``GET /counters/``. Lost updates
 are acknowledged increments minus the counters' final sum.
 
-    python -m benchmarks.django            # 4 x 4 clients, 200 requests each
-    python -m benchmarks.django --quick    # 50 requests each
+    python -m benchmarks.django                    # 4 x 4 clients, 200 requests each
+    python -m benchmarks.django --quick            # 50 requests each
+    python -m benchmarks.django --write-share 0.5  # half reads
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def stop_site(proc: Any) -> None:
             proc.wait(5)
 
 
-def _client(port: int, threads: int, requests: int, seed: int, out: Any) -> None:
+def _client(port: int, threads: int, requests: int, share: float, seed: int, out: Any) -> None:
     """One client process: ``threads`` threads, ``requests`` each; sends its samples."""
     samples: list[tuple[str, float, str]] = []
     lock = threading.Lock()
@@ -122,7 +123,7 @@ def _client(port: int, threads: int, requests: int, seed: int, out: Any) -> None
         rng = random.Random(seed * 1000 + index)
         mine: list[tuple[str, float, str]] = []
         for _ in range(requests):
-            write = rng.random() < 0.5
+            write = rng.random() < share
             path = f"/counters/{rng.choice(COUNTERS)}/increment" if write else "/counters/"
             started = time.perf_counter()
             try:
@@ -162,7 +163,7 @@ class Result:
         return (len(self.writes) + len(self.reads) + sum(self.errors.values())) / self.seconds
 
 
-def run_backend(backend: str, clients: int, threads: int, requests: int) -> Result:
+def run_backend(backend: str, clients: int, threads: int, requests: int, share: float) -> Result:
     with tempfile.TemporaryDirectory(prefix="bench-django-") as tmp:
         db, port = os.path.join(tmp, "counters.sqlite3"), free_port()
         with open(os.path.join(tmp, "site.log"), "w") as log:
@@ -174,7 +175,9 @@ def run_backend(backend: str, clients: int, threads: int, requests: int) -> Resu
                 pipes, procs = [], []
                 for seed in range(clients):
                     receive, send = ctx.Pipe(duplex=False)
-                    child = ctx.Process(target=_client, args=(port, threads, requests, seed, send))
+                    child = ctx.Process(
+                        target=_client, args=(port, threads, requests, share, seed, send)
+                    )
                     pipes.append(receive)
                     procs.append(child)
                 started = time.perf_counter()
@@ -244,6 +247,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4, help="client processes (default 4)")
     parser.add_argument("--threads", type=int, default=4, help="threads per client (default 4)")
     parser.add_argument("--requests", type=int, default=None, help="per thread (default 200)")
+    parser.add_argument(
+        "--write-share", type=float, default=0.8, help="share of increments (default 0.8)"
+    )
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated")
     args = parser.parse_args(argv)
     if args.requests is None:
@@ -255,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     results = []
     for backend in args.backends.split(","):
-        result = run_backend(backend, args.clients, args.threads, args.requests)
+        result = run_backend(backend, args.clients, args.threads, args.requests, args.write_share)
         print(
             f"{backend}: {result.rate:,.0f} req/s, {sum(result.errors.values()):,} errors, "
             f"{result.lost:,} lost",

@@ -12,6 +12,7 @@ and ``detect_types``), set to WAL at connect. What changes is when writes run:
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ from ._errors import TransactionTimeout, WriteTurnTimeout
 from ._options import TurnOptions
 
 _T = TypeVar("_T")
+log = logging.getLogger("onewriter.django")
 
 GET_JOURNAL_MODE = "PRAGMA journal_mode"
 SET_WAL = "PRAGMA journal_mode = WAL"
@@ -150,9 +152,12 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
         self._hold = None
         if self._hold_thread == threading.get_ident():
             self._turn.release()
-        # else: a connection shared across threads closed by another thread; the hold
-        # belongs to the taker's thread and is released when that thread's turn is
-        # asked again (a robust mutex cannot be unlocked by another thread).
+        else:  # a robust mutex can only be given on by the thread that took it
+            log.error(
+                "a write transaction on %s ended on another thread than the one that "
+                "began it; that thread keeps the write turn until it exits",
+                self._turn.path,
+            )
 
     def check_overdue(self) -> None:
         """Refuse to go on with a transaction that held the turn past its limit."""
