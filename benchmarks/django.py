@@ -114,8 +114,22 @@ def stop_site(proc: Any) -> None:
             proc.wait(5)
 
 
-def _client(port: int, threads: int, requests: int, share: float, seed: int, out: Any) -> None:
-    """One client process: ``threads`` threads, ``requests`` each; sends its samples."""
+@dataclass(frozen=True)
+class Load:
+    """What the clients send: ``clients`` processes of ``threads`` threads, each sending
+    ``requests`` requests, ``share`` of them increments spending ``work_ms`` inside
+    their transaction (the view's own work: rendering, a call to another service)."""
+
+    clients: int
+    threads: int
+    requests: int
+    share: float
+    work_ms: float
+
+
+def _client(port: int, load: Load, seed: int, out: Any) -> None:
+    """One client process: its threads' samples, sent back through ``out``."""
+    threads, requests, share, work_ms = load.threads, load.requests, load.share, load.work_ms
     samples: list[tuple[str, float, str]] = []
     lock = threading.Lock()
 
@@ -124,7 +138,8 @@ def _client(port: int, threads: int, requests: int, share: float, seed: int, out
         mine: list[tuple[str, float, str]] = []
         for _ in range(requests):
             write = rng.random() < share
-            path = f"/counters/{rng.choice(COUNTERS)}/increment" if write else "/counters/"
+            counter = rng.choice(COUNTERS)
+            path = f"/counters/{counter}/increment?work_ms={work_ms}" if write else "/counters/"
             started = time.perf_counter()
             try:
                 request(port, "POST" if write else "GET", path)
@@ -163,7 +178,7 @@ class Result:
         return (len(self.writes) + len(self.reads) + sum(self.errors.values())) / self.seconds
 
 
-def run_backend(backend: str, clients: int, threads: int, requests: int, share: float) -> Result:
+def run_backend(backend: str, load: Load) -> Result:
     with tempfile.TemporaryDirectory(prefix="bench-django-") as tmp:
         db, port = os.path.join(tmp, "counters.sqlite3"), free_port()
         with open(os.path.join(tmp, "site.log"), "w") as log:
@@ -173,11 +188,9 @@ def run_backend(backend: str, clients: int, threads: int, requests: int, share: 
                     request(port, "POST", f"/counters/{name}/increment")
                 ctx = multiprocessing.get_context("spawn")
                 pipes, procs = [], []
-                for seed in range(clients):
+                for seed in range(load.clients):
                     receive, send = ctx.Pipe(duplex=False)
-                    child = ctx.Process(
-                        target=_client, args=(port, threads, requests, share, seed, send)
-                    )
+                    child = ctx.Process(target=_client, args=(port, load, seed, send))
                     pipes.append(receive)
                     procs.append(child)
                 started = time.perf_counter()
@@ -250,6 +263,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--write-share", type=float, default=0.8, help="share of increments (default 0.8)"
     )
+    parser.add_argument(
+        "--work-ms",
+        type=float,
+        default=2.0,
+        help="ms each increment spends inside its transaction (default 2)",
+    )
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated")
     args = parser.parse_args(argv)
     if args.requests is None:
@@ -261,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     results = []
     for backend in args.backends.split(","):
-        result = run_backend(backend, args.clients, args.threads, args.requests, args.write_share)
+        load = Load(args.clients, args.threads, args.requests, args.write_share, args.work_ms)
+        result = run_backend(backend, load)
         print(
             f"{backend}: {result.rate:,.0f} req/s, {sum(result.errors.values()):,} errors, "
             f"{result.lost:,} lost",

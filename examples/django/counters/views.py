@@ -34,10 +34,18 @@ def counter_list(request: HttpRequest) -> JsonResponse:
 @csrf_exempt
 @require_POST
 def increment(request: HttpRequest, name: str) -> JsonResponse:
+    """``?work_ms=`` stands for the view's own work inside the transaction (rendering,
+    a call to another service): the time the write lock is held without the CPU."""
+    try:
+        work = min(float(request.GET.get("work_ms", "0")), 1000.0) / 1000
+    except ValueError:
+        return JsonResponse({"error": "work_ms must be a number"}, status=400)
     try:
         with transaction.atomic():
             counter, _ = Counter.objects.get_or_create(name=name)
             counter.value = counter.value + 1
+            if work > 0:
+                time.sleep(work)
             counter.save()
     except OperationalError as exc:  # "database is locked" on the stock backend
         return _worker(JsonResponse({"error": str(exc)}, status=503))
