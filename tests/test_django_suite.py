@@ -47,10 +47,10 @@ def results() -> dict[str, dict[str, object]]:
 def test_passes_what_stock_sqlite_passes(results: dict[str, dict[str, object]]) -> None:
     stock, ours = results["stock"], results["onewriter"]
     assert isinstance(stock["outcomes"], dict) and isinstance(ours["outcomes"], dict)
-    assert int(str(stock["ran"])) > 3000, stock["output_tail"]
-    assert ours["ran"] == stock["ran"], ours["output_tail"]
+    assert int(str(stock["ran"])) > 3000, str(stock["output_tail"])[-3000:]
+    assert ours["ran"] == stock["ran"], str(ours["output_tail"])[-3000:]
     lost = django_suite.passed(stock["outcomes"]) - django_suite.passed(ours["outcomes"])
-    assert lost <= KNOWN_DIFFERENCES, (sorted(lost - KNOWN_DIFFERENCES), ours["output_tail"])
+    assert lost <= KNOWN_DIFFERENCES, sorted(lost - KNOWN_DIFFERENCES)[:50]
     assert len(lost) <= 0.01 * len(django_suite.passed(stock["outcomes"]))
 
 
