@@ -9,11 +9,13 @@ turn, all at ``synchronous=NORMAL`` in WAL mode:
 
 Client processes (threads in each, one request in flight per thread) send a bounded
 number of requests: 80 % ``POST /counters/<c>/increment`` (read the counter, add one,
-save it, inside ``atomic()``) on a few counters, 20 % ``GET /counters/``. Lost updates
-are acknowledged increments minus the counters' final sum.
+save it, inside ``atomic()``, spending ``--work-ms`` there as a view's own work would)
+on a few counters, 20 % ``GET /counters/``. Lost updates are acknowledged increments
+minus the counters' final sum. The backends run in turn, for several rounds, and each
+one's samples are pooled, so that a busy moment of the machine falls on all of them.
 
-    python -m benchmarks.django                    # 4 x 4 clients, 200 requests each
-    python -m benchmarks.django --quick            # 50 requests each
+    python -m benchmarks.django                    # 3 rounds, 4 x 4 clients, 100 requests each
+    python -m benchmarks.django --quick            # 1 round, 50 requests each
     python -m benchmarks.django --write-share 0.5  # half reads
 """
 
@@ -169,6 +171,16 @@ class Result:
     acknowledged: int
     final_sum: int
 
+    def merge(self, other: Result) -> None:
+        """Add another round's samples to this backend's."""
+        self.seconds += other.seconds
+        self.writes += other.writes
+        self.reads += other.reads
+        for outcome, count in other.errors.items():
+            self.errors[outcome] = self.errors.get(outcome, 0) + count
+        self.acknowledged += other.acknowledged
+        self.final_sum += other.final_sum
+
     @property
     def lost(self) -> int:
         return self.acknowledged - self.final_sum
@@ -259,7 +271,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="50 requests per client thread")
     parser.add_argument("--clients", type=int, default=4, help="client processes (default 4)")
     parser.add_argument("--threads", type=int, default=4, help="threads per client (default 4)")
-    parser.add_argument("--requests", type=int, default=None, help="per thread (default 200)")
+    parser.add_argument(
+        "--requests", type=int, default=None, help="per thread and round (default 100)"
+    )
     parser.add_argument(
         "--write-share", type=float, default=0.8, help="share of increments (default 0.8)"
     )
@@ -269,27 +283,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=2.0,
         help="ms each increment spends inside its transaction (default 2)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of every backend in turn (default 3)"
+    )
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated")
     args = parser.parse_args(argv)
     if args.requests is None:
-        args.requests = 50 if args.quick else 200
+        args.requests = 50 if args.quick else 100
+    if args.quick:
+        args.rounds = 1
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    results = []
-    for backend in args.backends.split(","):
-        load = Load(args.clients, args.threads, args.requests, args.write_share, args.work_ms)
-        result = run_backend(backend, load)
-        print(
-            f"{backend}: {result.rate:,.0f} req/s, {sum(result.errors.values()):,} errors, "
-            f"{result.lost:,} lost",
-            file=sys.stderr,
-            flush=True,
-        )
-        results.append(result)
-    body = render(results)
+    load = Load(args.clients, args.threads, args.requests, args.write_share, args.work_ms)
+    results: dict[str, Result] = {}
+    for round_ in range(args.rounds):  # interleaved, so that a busy moment hits all
+        for backend in args.backends.split(","):
+            result = run_backend(backend, load)
+            print(
+                f"round {round_ + 1} {backend}: {result.rate:,.0f} req/s, "
+                f"{sum(result.errors.values()):,} errors, {result.lost:,} lost",
+                file=sys.stderr,
+                flush=True,
+            )
+            if backend in results:
+                results[backend].merge(result)
+            else:
+                results[backend] = result
+    body = render(list(results.values()))
     print(body)
     command = shlex.join(["python", "-m", "benchmarks.django", *(argv or sys.argv[1:])])
     _report.update_section(

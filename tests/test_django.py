@@ -273,3 +273,14 @@ def test_bad_options_fail_clearly(db_file: str) -> None:
             conn.ensure_connection()
         assert caught.value.code == "BAD_REQUEST"
         assert isinstance(caught.value, ImproperlyConfigured)
+
+
+def test_init_command_runs_after_the_backends_pragmas(db_file: str) -> None:
+    conn = connections["default"].copy()
+    conn.settings_dict["OPTIONS"] = {"init_command": "PRAGMA synchronous = OFF"}
+    for _ in range(2):  # and again on a reconnect
+        conn.ensure_connection()
+        with conn.cursor() as cursor:
+            cursor.execute("PRAGMA synchronous")
+            assert cursor.fetchone()[0] == 0
+        conn.close()

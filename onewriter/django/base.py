@@ -30,6 +30,8 @@ from ._options import TurnOptions
 
 _T = TypeVar("_T")
 log = logging.getLogger("onewriter.django")
+#: Django 5.1 added ``transaction_mode`` and ``init_command`` to its sqlite3 backend.
+_DJANGO_HAS_MODES = hasattr(sqlite_base.DatabaseWrapper, "transaction_modes")
 
 GET_JOURNAL_MODE = "PRAGMA journal_mode"
 SET_WAL = "PRAGMA journal_mode = WAL"
@@ -45,6 +47,7 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
 
     turn_options: TurnOptions
     init_commands: list[str]
+    transaction_mode: str | None
     _hold_thread: int = 0
     _turn: WriteTurn | None = None
     _hold: Hold | None = None
@@ -54,6 +57,10 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
     def get_connection_params(self) -> dict[str, Any]:
         params: dict[str, Any] = super().get_connection_params()
         self.turn_options = TurnOptions.pop_from(params)
+        if not _DJANGO_HAS_MODES:  # Django < 5.1 knows neither option
+            self.init_commands = params.pop("init_command", "").split(";")
+            mode = params.pop("transaction_mode", None)
+            self.transaction_mode = mode.upper() if mode else None
         return params
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> sqlite3.Connection:
