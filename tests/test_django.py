@@ -158,8 +158,9 @@ def test_autocommit_writes_take_the_turn_per_statement(db_file: str) -> None:
         assert cursor.fetchmany(5) in ([(6,)], [(7,)])
         assert cursor.fetchone() is None
         cursor.executemany("INSERT INTO t(n) VALUES (%s)", [[1], [2]])
+        cursor.executescript("INSERT INTO t(n) VALUES (8); INSERT INTO t(n) VALUES (9);")
     assert turn_free(db_file)
-    assert rows() == [1, 2, 6, 7]
+    assert rows() == [1, 2, 6, 7, 8, 9]
 
 
 def test_reads_do_not_wait_for_the_turn_and_writes_time_out(db_file: str) -> None:

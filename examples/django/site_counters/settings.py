@@ -27,12 +27,17 @@ BACKEND = os.environ.get("EXAMPLE_BACKEND", "onewriter")
 NAME = os.environ.get("EXAMPLE_DB", str(BASE_DIR / "counters.sqlite3"))
 WAL_NORMAL = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL"
 
+# Connections stay open between requests (Django's own advice for production); Django
+# still closes one left in a transaction, or broken, at the end of a request.
+CONN_MAX_AGE = 300
+
 if BACKEND == "onewriter":
     DATABASES = {
         "default": {
             "ENGINE": "onewriter.django",
             "NAME": NAME,
             "OPTIONS": {"durability": "normal", "turn_timeout": 10.0},
+            "CONN_MAX_AGE": CONN_MAX_AGE,
         }
     }
 elif BACKEND in ("stock-immediate", "stock"):
@@ -40,7 +45,12 @@ elif BACKEND in ("stock-immediate", "stock"):
     if BACKEND == "stock-immediate":
         options["transaction_mode"] = "IMMEDIATE"
     DATABASES = {
-        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": NAME, "OPTIONS": options}
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": NAME,
+            "OPTIONS": options,
+            "CONN_MAX_AGE": CONN_MAX_AGE,
+        }
     }
 else:
     raise RuntimeError(f"EXAMPLE_BACKEND must be onewriter, stock-immediate or stock: {BACKEND}")
