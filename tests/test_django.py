@@ -25,6 +25,7 @@ from django.db import OperationalError, connections, transaction
 
 from onewriter._turn import TurnTimeout, turn_for
 from onewriter.django import BadOptions, TransactionTimeout, WriteTurnTimeout
+from onewriter.django._statements import immediate_begin, is_read
 
 CREATE = "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)"
 
@@ -285,3 +286,30 @@ def test_init_command_runs_after_the_backends_pragmas(db_file: str) -> None:
             cursor.execute("PRAGMA synchronous")
             assert cursor.fetchone()[0] == 0
         conn.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "read"),
+    [
+        ("SELECT 1", True),
+        ("  -- a comment\n/* another */ (SELECT 1)", True),
+        ("explain query plan select 1", True),
+        ("VALUES (1)", True),
+        ("PRAGMA table_info(t)", True),
+        ("PRAGMA foreign_keys = OFF", False),
+        ("PRAGMA wal_checkpoint(TRUNCATE)", False),
+        ("WITH x AS (SELECT 1) INSERT INTO t(n) SELECT * FROM x", False),
+        ("INSERT INTO t(n) VALUES (1)", False),
+        ("SAVEPOINT s", False),
+        ("", False),
+    ],
+)
+def test_which_statements_take_the_turn(sql: str, read: bool) -> None:
+    assert is_read(sql) is read
+
+
+def test_a_deferred_begin_becomes_immediate() -> None:
+    assert immediate_begin("BEGIN") == "BEGIN IMMEDIATE"
+    assert immediate_begin("begin deferred transaction;") == "BEGIN IMMEDIATE"
+    assert immediate_begin("BEGIN EXCLUSIVE") == "BEGIN EXCLUSIVE"
+    assert immediate_begin("INSERT INTO t(n) VALUES (1)") == "INSERT INTO t(n) VALUES (1)"

@@ -84,8 +84,11 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
     def _set_up(self, conn: sqlite3.Connection) -> None:
         opts = self.turn_options
         if self._turn is not None and conn.execute(GET_JOURNAL_MODE).fetchone()[0] != "wal":
-            with self._turn.holding(opts.turn_timeout):
-                mode = conn.execute(SET_WAL).fetchone()[0]
+            try:
+                with self._turn.holding(opts.turn_timeout):
+                    mode = conn.execute(SET_WAL).fetchone()[0]
+            except TurnTimeout as exc:
+                raise WriteTurnTimeout(exc.message) from None
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"could not switch the database to WAL ({mode})")
         conn.execute(SYNCHRONOUS[opts.durability])
