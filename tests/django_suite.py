@@ -92,7 +92,7 @@ def suite_dir() -> Path:
 
 
 def run_suite(
-    backend: str, apps: list[str], *, parallel: int = 1, timeout: float = 1500
+    backend: str, apps: list[str], *, parallel: int = 1, timeout: float = 540
 ) -> dict[str, Any]:
     """Run ``apps`` of Django's suite on ``backend``; per-test outcomes and totals."""
     tests = suite_dir()

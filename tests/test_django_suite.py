@@ -44,6 +44,7 @@ def results() -> dict[str, dict[str, object]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # two runs of the suite, ~1 min each idle, ~2 on a busy machine
 def test_passes_what_stock_sqlite_passes(results: dict[str, dict[str, object]]) -> None:
     stock, ours = results["stock"], results["onewriter"]
     assert isinstance(stock["outcomes"], dict) and isinstance(ours["outcomes"], dict)
