@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import cast
 
 from ._errors import WrongKey
+from ._extras import missing_extra
 
 log = logging.getLogger("onewriter")
 
@@ -83,10 +84,7 @@ def _load_driver() -> ModuleType:
     try:
         module = importlib.import_module("sqlcipher3.dbapi2")
     except ImportError as exc:
-        raise ImportError(
-            "a key needs SQLCipher: pip install 'onewriter[sqlcipher]' "
-            f"(the sqlcipher3 package could not be imported: {exc})"
-        ) from exc
+        raise missing_extra("sqlcipher", "a key (SQLCipher)", exc) from None
     for name in _EXCEPTIONS:
         cls = getattr(module, name)
         standard = getattr(sqlite3, name)

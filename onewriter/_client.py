@@ -18,6 +18,7 @@ from typing import Any
 
 from . import _protocol as proto
 from ._core import NO_LISTENER, Core, check_hello, hello_message, reply_value
+from ._differences import warn_writer_differences
 from ._engine import Request
 from ._errors import (
     ClientTimeout,
@@ -434,6 +435,8 @@ class AsyncChannel:
             for rid in list(self.pending):
                 self._resolve(rid, None, exc)
             return None
+        core = self.core
+        warn_writer_differences(reply, core.ops, len(core.config.migrations), core.database)
         return protocol
 
     def _resend(self, rid: int, entry: _Pending) -> None:

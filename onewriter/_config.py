@@ -13,10 +13,12 @@ from ssl import SSLContext
 from typing import Any, Literal
 
 from ._cipher import check_key
+from ._errors import NoSuchFolder
 
 Role = Literal["auto", "writer", "client", "standalone"]
 Durability = Literal["normal", "full"]
 Checkpoint = Literal["writer", "external"]
+RemoteReadsMode = Literal["off", "tcp", "all"]
 Migration = str | Callable[[sqlite3.Connection], Any]
 
 #: A Unix socket path must fit in ``sockaddr_un.sun_path`` (108 bytes on Linux).
@@ -135,6 +137,11 @@ class Config:
     allow_sql_remote: bool = False
     """Accept raw SQL writes from TCP and Redis clients (named ops are always allowed)."""
 
+    remote_reads: RemoteReadsMode = "tcp"
+    """Which remote transports may send reads (and ask for stats): ``tcp`` (its peers
+    proved they know the token), ``all`` (Redis too: whoever can push to the queue can
+    then read every table), or ``off`` (``READS_DISABLED``). Remote reads can never write."""
+
     max_connections: int = 256
     """Most TCP connections open at once; more are refused with ``QUEUE_FULL``."""
 
@@ -163,6 +170,8 @@ class Config:
             raise ValueError(f"durability must be normal or full, not {self.durability!r}")
         if self.checkpoint not in ("writer", "external"):
             raise ValueError(f"checkpoint must be writer or external, not {self.checkpoint!r}")
+        if self.remote_reads not in ("off", "tcp", "all"):
+            raise ValueError(f"remote_reads must be off, tcp or all, not {self.remote_reads!r}")
         check_key(self.key)
         for name in (
             "max_pending",
@@ -180,8 +189,18 @@ class Config:
 
 
 def resolve_paths(database: str, config: Config) -> tuple[str, str, str]:
-    """The absolute database path and the socket and lock paths that belong to it."""
+    """The absolute database path and the socket and lock paths that belong to it.
+
+    Refuses a database whose folder is missing: SQLite and the lock file would fail on
+    it later, naming the lock file instead of the folder.
+    """
     db = os.path.realpath(database)
+    folder = os.path.dirname(db)
+    if not os.path.isdir(folder):
+        raise NoSuchFolder(
+            f"the folder of {database} does not exist: create {folder} first "
+            "(onewriter creates the database file, not its folder)"
+        )
     lock = config.lock_path or db + ".onewriter.lock"
     sock = config.socket_path or db + ".onewriter.sock"
     if len(sock.encode()) > _MAX_SOCKET_PATH:

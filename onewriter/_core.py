@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 from . import _fork
 from . import _protocol as proto
 from ._config import Config, resolve_paths
-from ._election import ElectionLock
+from ._differences import warn_writer_differences
+from ._election import ElectionLock, lock_is_held
 from ._errors import Unauthorized, WriterUnavailable, error_from_wire
 from ._ops import Ops
 from ._readpool import ReadPool
@@ -87,6 +88,8 @@ class Core:
         )
 
     def why_unavailable(self) -> str:
+        if self.joins_others and not lock_is_held(self.lock_path):
+            return "no writer is running (nobody holds the writer lock)"
         if self.joins_others:
             return "nobody answered on the socket and the lock stayed taken"
         return f"role {self.config.role!r} needs the writer lock, and another process holds it"
@@ -114,6 +117,7 @@ class Core:
             sock.close()
             raise
         check_hello(reply)
+        warn_writer_differences(reply, self.ops, len(self.config.migrations), self.database)
         sock.settimeout(None)
         return sock
 

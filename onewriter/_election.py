@@ -73,12 +73,19 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def lock_is_held(path: str) -> bool:
-    """Whether some process holds the election lock at ``path`` right now."""
-    probe = ElectionLock(path)
-    if probe.try_acquire():
-        probe.release()
+    """Whether some process holds the election lock at ``path`` right now (a probe
+    that creates no file and needs no write permission)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
         return False
-    return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # which also drops the probe's own hold
+    return False
 
 
 def bind_private_socket(path: str) -> socket.socket:

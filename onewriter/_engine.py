@@ -22,8 +22,10 @@ from ._errors import (
     DeadlineExceeded,
     OneWriterError,
     OpFailed,
+    SqlNotAllowed,
 )
 from ._ops import Ops
+from ._readonly import confine_sql, take_refusal
 
 log = logging.getLogger("onewriter.writer")
 
@@ -192,6 +194,7 @@ class Engine:
         self.config = config
         self.ops = ops
         self._internal = True
+        self.raw_sql = False  # raw SQL is running: confined to this database (_readonly)
         conn.set_authorizer(self._authorize)
         self.started = time.time()
         self.batches = 0
@@ -254,6 +257,8 @@ class Engine:
         if action == _SQLITE_TRANSACTION:
             return sqlite3.SQLITE_DENY
         if action == _SQLITE_SAVEPOINT and arg2 is not None and arg2.startswith("_ow"):
+            return sqlite3.SQLITE_DENY
+        if self.raw_sql and confine_sql(action, arg1, arg2):
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
@@ -426,11 +431,15 @@ class Engine:
             return op.fn(self.conn, *req.args, **req.kwargs)
         assert req.sql is not None
         conn = self.conn
-        if req.many:
-            cur = conn.executemany(req.sql, req.params)
-            return {"rowcount": cur.rowcount, "lastrowid": cur.lastrowid, "rows": []}
-        cur = conn.execute(req.sql, req.params)
-        rows = cur.fetchall() if cur.description else []
+        self.raw_sql = True
+        try:
+            if req.many:
+                cur = conn.executemany(req.sql, req.params)
+                return {"rowcount": cur.rowcount, "lastrowid": cur.lastrowid, "rows": []}
+            cur = conn.execute(req.sql, req.params)
+            rows = cur.fetchall() if cur.description else []
+        finally:
+            self.raw_sql = False
         return {"rowcount": cur.rowcount, "lastrowid": cur.lastrowid, "rows": rows}
 
     def _op_error(self, req: Request, exc: Exception) -> OneWriterError:
@@ -439,6 +448,12 @@ class Engine:
             code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
             if code in _STORAGE_ERRORS:
                 return CommitFailed(f"{what}: storage error, nothing applied: {exc}")
+            refusal = take_refusal(exc)
+            if refusal is not None and req.sql is not None:
+                return SqlNotAllowed(
+                    f"SQL may write this database but not reach other files or change the "
+                    f"writer's shared connection; refused: {refusal.reason}"
+                )
             if "not authorized" in str(exc):
                 return OpFailed(
                     f"{what} tried to control the transaction: ops run inside the writer's "

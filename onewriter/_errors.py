@@ -17,10 +17,14 @@
     │   ├── WriterUnavailable      WRITER_UNAVAILABLE  503
     │   └── ShuttingDown           SHUTTING_DOWN       503
     ├── ReadTimeout                READ_TIMEOUT        504  (a read ran past its deadline)
+    ├── ReadOnly                   READ_ONLY           403  (a read tried to write or reach out)
+    ├── ReadsDisabled              READS_DISABLED      403  (this transport serves no reads)
     ├── Closed                     CLOSED              500  (used after close())
     ├── UnsupportedFilesystem      UNSUPPORTED_FS      500  (WAL cannot work there)
     ├── WrongKey                   BAD_KEY             500  (the key does not open the file)
-    └── BackupFailed               BACKUP_FAILED       500  (a backup or restore refused)
+    ├── BackupFailed               BACKUP_FAILED       500  (a backup or restore refused)
+    ├── MissingExtra               MISSING_EXTRA       500  (an optional extra is not installed)
+    └── NoSuchFolder               NO_SUCH_FOLDER      500  (the database's folder does not exist)
 
 The class docstring is the default message.
 """
@@ -140,6 +144,20 @@ class ReadTimeout(OneWriterError):
     http_status = 504
 
 
+class ReadOnly(OneWriterError):
+    """Readers only read: the statement would write, change settings or reach files."""
+
+    code = "READ_ONLY"
+    http_status = 403
+
+
+class ReadsDisabled(OneWriterError):
+    """The writer serves no reads (nor stats) on this transport (``Config.remote_reads``)."""
+
+    code = "READS_DISABLED"
+    http_status = 403
+
+
 class Closed(OneWriterError):
     """The database object is closed."""
 
@@ -168,6 +186,20 @@ class BackupFailed(OneWriterError):
     http_status = 500
 
 
+class MissingExtra(OneWriterError, ImportError):
+    """This feature needs an optional extra that is not installed (also an ImportError)."""
+
+    code = "MISSING_EXTRA"
+    http_status = 500
+
+
+class NoSuchFolder(OneWriterError):
+    """The database's folder does not exist: onewriter creates the file, not its folder."""
+
+    code = "NO_SUCH_FOLDER"
+    http_status = 500
+
+
 ERRORS_BY_CODE: dict[str, type[OneWriterError]] = {
     cls.code: cls
     for cls in (
@@ -184,10 +216,14 @@ ERRORS_BY_CODE: dict[str, type[OneWriterError]] = {
         WriterUnavailable,
         ShuttingDown,
         ReadTimeout,
+        ReadOnly,
+        ReadsDisabled,
         Closed,
         UnsupportedFilesystem,
         WrongKey,
         BackupFailed,
+        MissingExtra,
+        NoSuchFolder,
     )
 }
 

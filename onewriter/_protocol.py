@@ -14,7 +14,7 @@ Client to writer::
 
 Writer to client::
 
-    {"t": "hello", "v": 1, "pid": 1234, "max_frame": 8388608}
+    {"t": "hello", "v": 1, "pid": 1234, "max_frame": 8388608, "ops": [...], "schema": 3}
     {"id": 7, "ok": true, "result": ...}
     {"id": 7, "error": {"code": "OP_FAILED", "message": "..."}}
 
@@ -52,13 +52,19 @@ def frame(obj: Any) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
+def array_header(n: int) -> bytes:
+    """The msgpack header of an array of ``n`` items (encoded apart, then joined)."""
+    if n < 16:
+        return bytes([0x90 | n])
+    return b"\xdc" + struct.pack(">H", n) if n < 0x10000 else b"\xdd" + struct.pack(">I", n)
+
+
 def frame_packed(bodies: list[bytes]) -> bytes:
     """A frame holding a list of already-encoded messages (no re-encoding)."""
     if len(bodies) == 1:
         body = bodies[0]
         return HEADER.pack(len(body)) + body
-    n = len(bodies)
-    head = b"\xdc" + struct.pack(">H", n) if n < 0x10000 else b"\xdd" + struct.pack(">I", n)
+    head = array_header(len(bodies))
     size = len(head) + sum(map(len, bodies))
     return b"".join([HEADER.pack(size), head, *bodies])
 

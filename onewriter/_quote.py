@@ -16,8 +16,9 @@ _INT64_MAX = 2**63 - 1
 
 def quote(value: Any) -> str:
     """The SQL literal for ``value``: ``NULL``, an integer, a real, ``'text'`` (quotes
-    doubled) or ``X'blob'``, equal to what ``SELECT quote(?)`` returns for it, so that
-    ``SELECT <literal>`` gives ``value`` back.
+    doubled) or ``X'blob'``. A real's literal names it exactly; SQLite 3.43 and later
+    write the same literal in ``quote()`` and read it back exactly, older SQLite reads
+    some reals back one unit in the last place off (docs/dbapi.md).
 
     Raises ``TypeError`` for a type SQLite cannot store, ``OverflowError`` for an
     integer outside 64 bits and ``ValueError`` for text holding a NUL character (SQL

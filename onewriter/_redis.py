@@ -27,14 +27,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import reprlib
 import threading
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
-import redis.asyncio
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from ._extras import missing_extra
+
+try:
+    import redis
+    import redis.asyncio
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as exc:
+    raise missing_extra("redis", "the Redis transport", exc) from None
 
 from . import _protocol as proto
 from ._engine import Request
@@ -43,9 +49,11 @@ from ._errors import (
     OneWriterError,
     QueueFull,
     ShuttingDown,
+    SqlNotAllowed,
 )
-from ._remote import RemoteReads
+from ._remote_reads import RemoteReads, reads_allowed, reads_disabled
 from ._server import ClientConnection
+from ._txn import TX_KINDS
 
 if TYPE_CHECKING:
     from ._writer import WriterService
@@ -207,7 +215,11 @@ class _RedisPeer(ClientConnection):
 
     def __init__(self, consumer: RedisConsumer, batch: _Batch, client: bytes) -> None:
         service = consumer.service
-        super().__init__(service, allow_sql=service.config.allow_sql_remote)
+        super().__init__(
+            service,
+            allow_sql=service.config.allow_sql_remote,
+            serves_reads=reads_allowed(service.config, "redis"),
+        )
         self.consumer = consumer
         self.batch = batch
         self.client = self.producer = client
@@ -243,17 +255,23 @@ class _RedisPeer(ClientConnection):
 
     def _control(self, index: int, key: str | None, rid: int, kind: Any, m: dict[str, Any]) -> None:
         batch = self.batch
-        if kind == "read":
+        error: OneWriterError | None = None
+        if kind in ("read", "stats") and not self.serves_reads:
+            error = reads_disabled("redis")
+        elif kind == "read":
             self.consumer.reads.start(rid, m, lambda body: batch.answer(index, key, body))
             return
-        if kind == "stats":
+        elif kind == "stats":
             body = proto.pack({"id": rid, "ok": True, "result": self.service.stats()})
         elif kind == "ping":
             body = proto.pack({"id": rid, "ok": True, "result": None})
+        elif isinstance(kind, str) and kind in TX_KINDS:
+            error = SqlNotAllowed("interactive transactions need a connection: not over Redis")
         else:
-            body = proto.pack(
-                {"id": rid, "error": BadRequest(f"unknown message type {kind!r}").to_wire()}
-            )
+            error = BadRequest(f"unknown message type {reprlib.repr(kind)}")
+        if error is not None:
+            self.service.engine_errors[error.code] += 1
+            body = proto.pack({"id": rid, "error": error.to_wire()})
         batch.answer(index, key, body)
 
     def deliver(self, request: Request) -> None:

@@ -8,9 +8,14 @@ import asyncio
 import time
 from typing import Any, cast
 
-import redis
-import redis.asyncio
-from redis.backoff import NoBackoff
+from ._extras import missing_extra
+
+try:
+    import redis
+    import redis.asyncio
+    from redis.backoff import NoBackoff
+except ImportError as exc:
+    raise missing_extra("redis", "the Redis transport", exc) from None
 
 from . import _protocol as proto
 from ._client import AsyncChannel, SyncChannel

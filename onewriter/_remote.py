@@ -17,19 +17,18 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import _fork
-from . import _protocol as proto
 from ._client import AsyncChannel, SyncChannel
 from ._config import Config
 from ._core import Core
 from ._database import AsyncDatabase, Database, make_config
-from ._errors import BadRequest, OneWriterError, TooLarge
+from ._errors import BadRequest
 from ._ops import Ops
-from ._readpool import Params, ReadPool
+from ._readpool import Params
+from ._remote_reads import RemoteReads
 
 if TYPE_CHECKING:
     from ._redis import RedisConsumer
@@ -60,11 +59,7 @@ def tcp_url(host: str, port: int) -> str:
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
-# -- reads served for remote clients -----------------------------------------------------------
-
-
-def rows_to_wire(rows: list[sqlite3.Row]) -> dict[str, Any]:
-    return {"columns": list(rows[0].keys()) if rows else [], "rows": [tuple(r) for r in rows]}
+# -- the rows of remote reads, on the client's side --------------------------------------------
 
 
 class RowBuilder:
@@ -124,72 +119,6 @@ def _wire_params(params: Params) -> list[Any] | dict[str, Any]:
     return params if isinstance(params, dict) else list(params)
 
 
-class RemoteReads:
-    """Reads for clients on other hosts, run on a reader pool of the writer's host.
-
-    They run on the pool's threads, never on the writer's loop; each answer is handed
-    back on the writer's loop.
-    """
-
-    def __init__(self, service: WriterService) -> None:
-        self.config = service.config
-        self.pool = ReadPool(service.db_path, service.config)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.served = 0
-
-    def start(self, rid: Any, message: dict[str, Any], answer: Callable[[bytes], None]) -> None:
-        """Check ``message`` now, run it on a pool thread, then ``answer(reply body)``."""
-        sql = message.get("sql")
-        params = message.get("params", [])
-        timeout = message.get("timeout")
-        problem = None
-        if not isinstance(sql, str):
-            problem = "a read needs sql (a string)"
-        elif not isinstance(params, list | dict):
-            problem = "read params must be a list or a map"
-        elif timeout is not None and (
-            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
-        ):
-            problem = "a read timeout must be a positive number of seconds"
-        if problem is not None or not isinstance(sql, str):
-            answer(proto.pack({"id": rid, "error": BadRequest(problem).to_wire()}))
-            return
-        limit = self.config.read_timeout
-        if timeout is not None:
-            limit = timeout if limit is None else min(limit, float(timeout))
-        task = asyncio.get_running_loop().create_task(self._run(rid, sql, params, limit, answer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(
-        self,
-        rid: Any,
-        sql: str,
-        params: Params,
-        timeout: float | None,
-        answer: Callable[[bytes], None],
-    ) -> None:
-        try:
-            rows = await self.pool.read_async(sql, params, timeout=timeout)
-            body = proto.pack({"id": rid, "ok": True, "result": rows_to_wire(rows)})
-            if len(body) > self.config.max_frame:
-                raise TooLarge(
-                    f"the read's {len(rows)} rows take {len(body)} bytes, over max_frame"
-                )
-        except OneWriterError as exc:
-            body = proto.pack({"id": rid, "error": exc.to_wire()})
-        except (sqlite3.Error, ValueError, TypeError) as exc:
-            failed = BadRequest(f"the read failed: {type(exc).__name__}: {exc}")
-            body = proto.pack({"id": rid, "error": failed.to_wire()})
-        self.served += 1
-        answer(body)
-
-    def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        self.pool.close()
-
-
 # -- the writer's side ------------------------------------------------------------------------
 
 
@@ -238,7 +167,7 @@ class RemoteEndpoints:
         self.reads.close()
 
     def stats(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"reads_served": self.reads.served}
+        data: dict[str, Any] = self.reads.stats()
         if self.tcp is not None:
             data["tcp"] = self.tcp.stats()
         if self.redis is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import reprlib
 import socket
 import time
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from ._engine import Request
 from ._errors import (
     BadRequest,
     OneWriterError,
+    ReadsDisabled,
     SqlNotAllowed,
     TooLarge,
     Unauthorized,
@@ -50,10 +53,12 @@ class ClientConnection(asyncio.Protocol):
         service: WriterService,
         *,
         allow_sql: bool,
+        serves_reads: bool = True,
         check_peer: Callable[[socket.socket], bool] | None = None,
     ) -> None:
         self.service = service
         self.allow_sql = allow_sql
+        self.serves_reads = serves_reads  # stats here; reads too on remote transports
         self.check_peer = check_peer
         self.transport: asyncio.Transport | None = None
         self.reader = proto.FrameReader(service.config.max_frame)
@@ -131,11 +136,11 @@ class ClientConnection(asyncio.Protocol):
         for message in proto.messages(decoded):
             if self.closed:
                 return
+            if not self.greeted:  # anything but a hello (or a challenge answer) is refused
+                self._hello(message if isinstance(message, dict) else {})
+                continue
             if not isinstance(message, dict):
                 self._reply_error(_NO_ID, BadRequest("a message must be a map"))
-                continue
-            if not self.greeted:
-                self._hello(message)
                 continue
             self._request(message)
 
@@ -146,7 +151,7 @@ class ClientConnection(asyncio.Protocol):
         if message.get("v") != proto.PROTOCOL_VERSION:
             self.refuse(
                 BadRequest(
-                    f"protocol version {message.get('v')!r} is not supported "
+                    f"protocol version {reprlib.repr(message.get('v'))} is not supported "
                     f"(this writer speaks {proto.PROTOCOL_VERSION})"
                 )
             )
@@ -164,6 +169,8 @@ class ClientConnection(asyncio.Protocol):
                     "v": proto.PROTOCOL_VERSION,
                     "pid": self.service.pid,
                     "max_frame": self.service.config.max_frame,
+                    "ops": sorted(op.name for op in self.service.ops),
+                    "schema": self.service.schema_version,
                 }
             )
         )
@@ -175,7 +182,11 @@ class ClientConnection(asyncio.Protocol):
             return
         kind = m.get("t")
         if kind is not None:
-            if kind == "stats":
+            if not isinstance(kind, str):
+                self._reply_error(rid, BadRequest("t must be a string"))
+            elif kind == "stats" and not self.serves_reads:
+                self._reply_error(rid, ReadsDisabled("no stats on this transport (remote_reads)"))
+            elif kind == "stats":
                 self._out.append(
                     proto.pack({"id": rid, "ok": True, "result": self.service.stats()})
                 )
@@ -186,7 +197,7 @@ class ClientConnection(asyncio.Protocol):
             elif kind in TX_KINDS:
                 self.service.transactions.handle(self, rid, m, self, self.client)
             else:
-                self._reply_error(rid, BadRequest(f"unknown message type {kind!r}"))
+                self._reply_error(rid, BadRequest(f"unknown message type {kind!r:.100}"))
             return
         try:
             request = self._build(rid, m)
@@ -202,7 +213,11 @@ class ClientConnection(asyncio.Protocol):
         deadline_ms = m.get("deadline")
         timeout = self.service.config.request_timeout
         if deadline_ms is not None:
-            if not isinstance(deadline_ms, int | float) or isinstance(deadline_ms, bool):
+            if (
+                not isinstance(deadline_ms, int | float)
+                or isinstance(deadline_ms, bool)
+                or math.isnan(deadline_ms)
+            ):
                 raise BadRequest("deadline must be a number of milliseconds")
             timeout = min(timeout, max(0.0, deadline_ms / 1000))
         deadline = time.monotonic() + timeout
@@ -216,7 +231,7 @@ class ClientConnection(asyncio.Protocol):
             if not isinstance(name, str):
                 raise BadRequest("op must be a string")
             if name not in self.service.ops:
-                raise UnknownOp(f"no op named {name!r} is registered with the writer")
+                raise UnknownOp(f"no op named {reprlib.repr(name)} is registered with the writer")
             args = m.get("args", ())
             kwargs = m.get("kwargs") or {}
             if not isinstance(args, list | tuple):

@@ -10,7 +10,7 @@ import os
 import sqlite3
 from typing import Literal
 
-from . import _cipher
+from . import _cipher, _readonly
 from ._config import Config
 from ._errors import UnsupportedFilesystem
 
@@ -46,7 +46,8 @@ def open_connection(path: str, config: Config, kind: ConnectionKind) -> sqlite3.
     """Open ``path`` as the writer's connection, a reader's, or a backup's (``copy``).
 
     Both run in autocommit mode (``isolation_level=None``): the writer issues its own
-    ``BEGIN IMMEDIATE``; a reader never holds a transaction past one statement. With
+    ``BEGIN IMMEDIATE``; a reader never holds a transaction past one statement, and its
+    authorizer refuses anything but reading (``_readonly``). With
     ``config.key`` the connection is SQLCipher's, keyed before anything reads the file,
     and a wrong key (or a missing one) fails here with ``WrongKey``.
     """
@@ -72,6 +73,7 @@ def open_connection(path: str, config: Config, kind: ConnectionKind) -> sqlite3.
         raise
     if kind == "reader":
         conn.row_factory = row_type
+        _readonly.install(conn)
     return conn
 
 
@@ -140,7 +142,8 @@ def wal_reset_bug_affects(version: tuple[int, int, int]) -> bool:
 
 
 def log_sqlite_version() -> None:
-    """Log the SQLite version once per process, with a note when it has the WAL-reset race."""
+    """Log the SQLite version once per process (the writer calls it as it starts), with a
+    note when it has the WAL-reset race; the note's links work from an installed package."""
     global _version_logged
     if _version_logged:
         return
@@ -150,7 +153,8 @@ def log_sqlite_version() -> None:
         log.warning(
             "SQLite %s has the WAL-reset race (fixed in 3.51.3): only onewriter's writer "
             "writes and checkpoints, but any other tool writing this file (Litestream "
-            "included) could trigger it. See docs/operations.md.",
+            "included) could trigger it. See https://www.sqlite.org/wal.html#walresetbug "
+            "and onewriter's operations guide, 'SQLite versions and the WAL-reset race'.",
             sqlite3.sqlite_version,
         )
     else:

@@ -39,6 +39,7 @@ from ._core import (
     hello_message,
     read_one_message,
 )
+from ._differences import warn_writer_differences
 from ._errors import (
     BadRequest,
     OneWriterError,
@@ -47,7 +48,8 @@ from ._errors import (
     error_from_wire,
 )
 from ._ops import Ops
-from ._remote import RemoteCore, RemoteReads, tcp_address, tcp_url
+from ._remote import RemoteCore, tcp_address, tcp_url
+from ._remote_reads import RemoteReads, reads_allowed, reads_disabled
 from ._server import ClientConnection
 
 if TYPE_CHECKING:
@@ -66,8 +68,9 @@ SERVER_LABEL = b"onewriter-tcp-v1 server proof"
 
 
 def proof(token: str, label: bytes, first: bytes, second: bytes) -> bytes:
-    """HMAC-SHA256 over a label and two fixed-size nonces."""
-    return hmac.new(token.encode(), label + first + second, hashlib.sha256).digest()
+    """HMAC-SHA256 over a label and two fixed-size nonces. Whitespace around the token
+    is not part of it, on either side: a token read from a file keeps its newline."""
+    return hmac.new(token.strip().encode(), label + first + second, hashlib.sha256).digest()
 
 
 def _is_nonce(value: Any) -> TypeGuard[bytes]:
@@ -125,7 +128,11 @@ class TcpConnection(ClientConnection):
 
     def __init__(self, listener: TcpListener) -> None:
         service = listener.service
-        super().__init__(service, allow_sql=service.config.allow_sql_remote)
+        super().__init__(
+            service,
+            allow_sql=service.config.allow_sql_remote,
+            serves_reads=reads_allowed(service.config, "tcp"),
+        )
         self.listener = listener
         self.nonce = os.urandom(NONCE_BYTES)
         self.authenticated = False
@@ -193,8 +200,10 @@ class TcpConnection(ClientConnection):
         rid = m.get("id")
         if not isinstance(rid, int) or isinstance(rid, bool):
             self._reply_error(None, BadRequest("every request needs an integer id"))
-            return
-        self.listener.reads.start(rid, m, self._answer)
+        elif not self.serves_reads:
+            self._reply_error(rid, reads_disabled("tcp"))
+        else:
+            self.listener.reads.start(rid, m, self._answer)
 
     def _answer(self, body: bytes) -> None:
         if not self.closed:
@@ -259,7 +268,7 @@ def _tls_refused(url: str, exc: ssl.SSLError) -> Unauthorized:
 
 
 def connect_tcp(
-    host: str, port: int, config: Config, client: bytes, url: str
+    host: str, port: int, config: Config, client: bytes, url: str, ops: Ops | None = None
 ) -> socket.socket | None:
     """Connect, authenticate and say hello; ``None`` when nobody answers (yet)."""
     timeout = min(HELLO_TIMEOUT, max(0.1, config.failover_timeout))
@@ -280,7 +289,10 @@ def connect_tcp(
         sock.sendall(proto.frame(auth))
         check_auth_reply(read_one_message(sock, reader), config.token, nonce, server_nonce)
         sock.sendall(proto.frame(hello_message(client)))
-        check_hello(read_one_message(sock, reader))
+        hello = read_one_message(sock, reader)
+        check_hello(hello)
+        if ops is not None:
+            warn_writer_differences(hello, ops, len(config.migrations), url)
     except ssl.SSLError as exc:
         sock.close()
         raise _tls_refused(url, exc) from None
@@ -353,7 +365,7 @@ class TcpCore(RemoteCore):
         return AsyncChannel(self, loop)
 
     def connect_socket(self, client: bytes) -> socket.socket | None:
-        return connect_tcp(self.host, self.port, self.config, client, self.database)
+        return connect_tcp(self.host, self.port, self.config, client, self.database, self.ops)
 
     async def open_stream(
         self, loop: asyncio.AbstractEventLoop, factory: Callable[[], StreamProtocolT]

@@ -28,6 +28,7 @@ import collections
 import itertools
 import logging
 import os
+import reprlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from ._errors import (
     QueueFull,
     ShuttingDown,
 )
+from ._readonly import take_refusal
 
 log = logging.getLogger("onewriter.writer")
 
@@ -235,14 +237,16 @@ class Transactions:
             raise ended[1]
         if kind == "tx_commit" and self._committed_before(message, client):
             return None
-        raise BadRequest(f"transaction {txid!r} is not open on this connection (writer changed?)")
+        raise BadRequest(
+            f"transaction {reprlib.repr(txid)} is not open on this connection (writer changed?)"
+        )
 
     def _committed_before(self, message: dict[str, Any], client: bytes | None) -> bool:
         """A commit re-sent after failover: did an earlier writer commit it?"""
         seq = message.get("seq")
         if message.get("retry") is not True or client is None:
             return False
-        if not isinstance(seq, int) or isinstance(seq, bool):
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
             return False
         return self.engine._lookup(client, seq) is not None
 
@@ -253,6 +257,7 @@ class Transactions:
         # The engine's authorizer refuses BEGIN/COMMIT/ROLLBACK (and its own savepoints)
         # outside its internal statements: the client may not end the transaction by SQL.
         engine._internal = False
+        engine.raw_sql = True
         try:
             cursor = conn.executemany(sql, params) if many else conn.execute(sql, params)
             try:
@@ -273,12 +278,16 @@ class Transactions:
                 cursor.close()
         except (sqlite3.Error, sqlite3.Warning) as exc:
             result = {"error": describe_error(exc)}
+            refusal = take_refusal(exc)
+            if refusal is not None:
+                result["error"]["message"] += f" (refused on the writer: {refusal.reason})"
         except _ResultTooLarge as exc:
             result = {"error": {"type": "OperationalError", "message": str(exc)}}
         except (OverflowError, ValueError, TypeError) as exc:
             result = {"error": {"type": type(exc).__name__, "message": str(exc)}}
         finally:
             engine._internal = True
+            engine.raw_sql = False
         result["open"] = conn.in_transaction
         return result
 

@@ -52,6 +52,7 @@ class WriterService:
         self.socket_path = socket_path
         self.pid = os.getpid()
         self.engine: Engine
+        self.schema_version = 0
         self.transactions: Transactions
         self.engine_errors: Counter[str] = Counter()
         self.connections: set[ClientConnection] = set()
@@ -109,7 +110,7 @@ class WriterService:
         conn = open_connection(self.db_path, self.config, "writer")
         try:
             self.engine = Engine(self.db_path, conn, self.config, self.ops)
-            version = self.engine.prepare(self.config.migrations)
+            version = self.schema_version = self.engine.prepare(self.config.migrations)
         except BaseException:
             conn.close()
             raise

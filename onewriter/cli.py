@@ -1,7 +1,9 @@
 """The ``onewriter`` command line.
 
 Every flag has an ``ONEWRITER_<NAME>`` environment variable as its fallback, shown in
-``--help``. Subcommands of other parts register themselves in :data:`COMMANDS`.
+``--help``, and every command that opens a database takes it as its positional
+``DATABASE`` (``_flags.py``). Subcommands of other parts register themselves in
+:data:`COMMANDS`.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from sqlite3 import sqlite_version
 from typing import Any
 
+from . import __version__
 from ._backup import backup_database, integrity_check, restore_database
 from ._cipher import read_key_file
-from ._config import Config
-from ._database import Database, connect
-from ._errors import OneWriterError
+from ._config import Config, resolve_paths
+from ._database import REMOTE_SCHEMES, Database, connect
+from ._election import lock_is_held
+from ._errors import OneWriterError, WriterUnavailable
+from ._extras import require_extra
+from ._flags import add_database, add_flag, merge_database
 from ._ops import Ops
 from ._tables import print_stats
 from .demo._cli import register as register_demo
@@ -28,32 +35,28 @@ from .jobs._cli import register as register_jobs
 from .load._cli import register as register_load
 
 
-def env_default(name: str, default: Any = None) -> Any:
-    """The value of ``ONEWRITER_<NAME>`` or ``default``."""
-    return os.environ.get(f"ONEWRITER_{name.upper().replace('-', '_')}", default)
-
-
-def add_flag(parser: argparse.ArgumentParser, flag: str, help: str, **kwargs: Any) -> None:
-    """Add ``--flag`` with its environment fallback named in the help text."""
-    env = "ONEWRITER_" + flag.lstrip("-").upper().replace("-", "_")
-    default = kwargs.pop("default", None)
-    value = os.environ.get(env)
-    if value is not None:
-        kind = kwargs.get("type")
-        default = kind(value) if callable(kind) else value
-    shown = f" (default: {default})" if default not in (None, "") else ""
-    parser.add_argument(flag, default=default, help=f"{help}{shown} [env {env}]", **kwargs)
-
-
-def load_object(spec: str) -> Any:
-    """Import ``module:attribute`` (``module.sub:obj.attr``)."""
+def load_object(spec: str, flag: str = "") -> Any:
+    """Import ``module:attribute`` (``module.sub:obj.attr``); one line naming the flag and
+    what is wrong when it cannot be (the current folder is searched first)."""
+    what = f"onewriter: {flag} {spec}" if flag else f"onewriter: {spec}"
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise SystemExit(f"expected module:attribute, got {spec!r}")
-    sys.path.insert(0, os.getcwd())
-    obj: Any = importlib.import_module(module_name)
+        raise SystemExit(f"{what}: expected module:attribute")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"{what}: cannot import {module_name}: {exc}") from None
+    except Exception as exc:
+        raise SystemExit(
+            f"{what}: importing {module_name} raised {type(exc).__name__}: {exc}"
+        ) from None
     for part in attr.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise SystemExit(f"{what}: {module_name} has no attribute {attr}") from None
     return obj
 
 
@@ -62,6 +65,7 @@ def _key_from(args: argparse.Namespace) -> str | None:
     path = getattr(args, "key_file", None)
     if not path:
         return None
+    require_extra("sqlcipher", "a key (SQLCipher)")
     try:
         return read_key_file(path)
     except (OSError, ValueError) as exc:
@@ -69,7 +73,8 @@ def _key_from(args: argparse.Namespace) -> str | None:
 
 
 def _config_from(args: argparse.Namespace, **fixed: Any) -> Config:
-    migrations = tuple(load_object(args.migrations)) if getattr(args, "migrations", None) else ()
+    spec = getattr(args, "migrations", None)
+    migrations = tuple(load_object(spec, "--migrations")) if spec else ()
     return Config(
         durability=args.durability,
         max_pending=args.max_pending,
@@ -108,12 +113,16 @@ def _add_remote_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--tls-cert", "speak TLS on --listen with this PEM certificate chain")
     add_flag(p, "--tls-key", "the PEM private key of --tls-cert")
     add_flag(p, "--allow-sql", "accept raw SQL writes over TCP and Redis", action="store_true")
+    add_flag(
+        p,
+        "--remote-reads",
+        "which remote transports may send reads and ask for stats",
+        default="tcp",
+        choices=["off", "tcp", "all"],
+    )
     add_flag(p, "--max-connections", "most TCP connections at once", default=256, type=int)
     add_flag(p, "--redis", "also take requests from a Redis list at redis://HOST:PORT/DB")
     add_flag(p, "--redis-queue", "the Redis list's name", default="onewriter")
-
-
-_YES = ("1", "true", "yes", "on")  # a store_true flag's environment fallback, as text
 
 
 def _remote_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,7 +137,8 @@ def _remote_fields(args: argparse.Namespace) -> dict[str, Any]:
         "token": token,
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
-        "allow_sql_remote": args.allow_sql is True or str(args.allow_sql).lower() in _YES,
+        "allow_sql_remote": args.allow_sql,
+        "remote_reads": args.remote_reads,
         "max_connections": args.max_connections,
         "redis_url": args.redis,
         "redis_queue": args.redis_queue,
@@ -143,10 +153,12 @@ def _remote_words(db: Database) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run a dedicated writer for DB until SIGTERM or SIGINT, then drain and exit."""
-    ops = load_object(args.ops) if args.ops else Ops()
+    """Run a dedicated writer for DATABASE until SIGTERM or SIGINT, then drain and exit."""
+    if args.redis:
+        require_extra("redis", "onewriter serve --redis")
+    ops = load_object(args.ops, "--ops") if args.ops else Ops()
     if not isinstance(ops, Ops):
-        raise SystemExit(f"{args.ops} is not an onewriter.Ops registry")
+        raise SystemExit(f"onewriter: --ops {args.ops} is not an onewriter.Ops registry")
     try:
         config = _config_from(args, role="writer", **_remote_fields(args))
     except ValueError as exc:
@@ -160,6 +172,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGUSR2, lambda *_: print_stats(db.stats()))
+    if not args.ops:
+        print(
+            "onewriter serve: no --ops given: the writer serves an empty registry, "
+            "so every op call gets UNKNOWN_OP",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"READY writer pid={os.getpid()} database={db.path}{_remote_words(db)}", flush=True)
     stop.wait()
     db.close()
@@ -167,8 +186,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_writer(database: str, config: Config) -> WriterUnavailable | None:
+    """The error to give at once when no process holds the writer lock of ``database``."""
+    db_path, _, lock_path = resolve_paths(database, config)
+    if lock_is_held(lock_path):
+        return None
+    return WriterUnavailable(
+        f"no writer is running for {db_path}: start one with onewriter serve {database}"
+    )
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
-    """Ask the running writer of DB for its figures and print them."""
+    """Ask the running writer of DATABASE for its figures and print them."""
+    if not args.database.startswith(REMOTE_SCHEMES):
+        missing = _no_writer(args.database, Config())
+        if missing is not None:
+            raise missing
     db = connect(args.database, role="client", failover_timeout=args.timeout, key=_key_from(args))
     try:
         stats = db.stats()
@@ -192,7 +225,7 @@ def _register_core(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="run a dedicated writer for a database",
         description=cmd_serve.__doc__,
     )
-    serve.add_argument("database", help="path of the SQLite database file")
+    add_database(serve)
     _add_writer_flags(serve)
     _add_remote_flags(serve)
     serve.set_defaults(func=cmd_serve)
@@ -200,15 +233,15 @@ def _register_core(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     stats = sub.add_parser(
         "stats", help="print the running writer's figures", description=cmd_stats.__doc__
     )
-    stats.add_argument("database", help="path of the SQLite database file")
-    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_database(stats, "path of the SQLite database file (or a tcp:// or redis:// address)")
+    add_flag(stats, "--json", "print JSON instead of a table", action="store_true")
     add_flag(stats, "--timeout", "seconds to wait for a writer", default=3.0, type=float)
     _add_key_flag(stats)
     stats.set_defaults(func=cmd_stats)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    """Copy DB to DEST from one read snapshot while its writer goes on writing, then
+    """Copy DATABASE to DEST from one read snapshot while its writer goes on writing, then
     check the copy with PRAGMA integrity_check."""
     config = Config(key=_key_from(args))
     result = backup_database(args.database, args.dest, config)
@@ -222,8 +255,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    """Replace DB with BACKUP through SQLite's backup API, refusing a backup that fails
-    PRAGMA integrity_check; stop DB's writer first."""
+    """Replace DATABASE with BACKUP through SQLite's backup API, refusing a backup that
+    fails PRAGMA integrity_check; stop DATABASE's writer first."""
     result = restore_database(args.backup, args.database, Config(key=_key_from(args)))
     print(f"restored {result.path}: {result.pages} pages, integrity: ok", flush=True)
     return 0
@@ -233,19 +266,19 @@ def _register_backup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     backup = sub.add_parser(
         "backup", help="copy a live database consistently", description=cmd_backup.__doc__
     )
-    backup.add_argument("database", help="path of the SQLite database file")
-    backup.add_argument("dest", help="where to write the copy")
-    backup.add_argument(
-        "--no-check", action="store_true", help="skip the integrity check of the copy"
-    )
+    backup.add_argument("database", metavar="DATABASE", help="path of the SQLite database file")
+    backup.add_argument("dest", metavar="DEST", help="where to write the copy")
+    add_flag(backup, "--no-check", "skip the integrity check of the copy", action="store_true")
     _add_key_flag(backup)
     backup.set_defaults(func=cmd_backup)
 
     restore = sub.add_parser(
         "restore", help="replace a database with a checked backup", description=cmd_restore.__doc__
     )
-    restore.add_argument("backup", help="the backup file")
-    restore.add_argument("database", help="path of the SQLite database file to replace")
+    restore.add_argument("backup", metavar="BACKUP", help="the backup file")
+    restore.add_argument(
+        "database", metavar="DATABASE", help="path of the SQLite database file to replace"
+    )
     _add_key_flag(restore)
     restore.set_defaults(func=cmd_restore)
 
@@ -263,8 +296,8 @@ _EXAMPLES = """examples:
   onewriter jobs serve app.db --port 8080 --workers 2
   onewriter backup app.db app-backup.db
 
-every flag falls back to an ONEWRITER_<FLAG> environment variable; COMMAND --help
-says more."""
+a command that opens a database takes it as DATABASE, its first argument; every flag
+falls back to an ONEWRITER_<FLAG> environment variable; COMMAND --help says more."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,7 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    add_flag(parser, "--verbose", "log at INFO level", short="-v", action="store_true")
+    parser.add_argument(
+        "--version", action="version", version=f"onewriter {__version__} (SQLite {sqlite_version})"
+    )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for register in COMMANDS:
         register(sub)
@@ -285,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    merge_database(parser, args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

@@ -83,7 +83,7 @@ def test_connections_use_wal_and_readers_cannot_write(open_db: OpenDb) -> None:
     assert db.read("PRAGMA synchronous")[0][0] == 2  # FULL
     assert db.read("PRAGMA foreign_keys")[0][0] == 1
     assert db.read("PRAGMA query_only")[0][0] == 1
-    with pytest.raises(Exception, match="readonly"):
+    with pytest.raises(onewriter.ReadOnly, match="INSERT posts"):
         db.read("INSERT INTO posts (title) VALUES ('sneaky')")
     assert count(db.path, "posts") == 1
 

@@ -47,7 +47,7 @@ def count_posts(db: str) -> int:
 
 
 def database_of(service: ServiceProcess) -> str:
-    return service.command[service.command.index("--db") + 1]
+    return service.command[service.command.index("serve") + 1]
 
 
 def test_crud_round_trip(service: ServiceProcess) -> None:

@@ -2,9 +2,11 @@
 
 Separate from ``Database.read``'s pool because a cursor needs what that pool does not
 give: the column names of an empty result, the standard module's errors and the
-functions registered with ``create_function``. Like that pool, each reader is
-``query_only`` and in autocommit, and a read fetches all its rows at once: no read
-transaction outlives its statement (lingering readers starve checkpoints).
+functions registered with ``create_function``. Like that pool, each reader refuses
+anything but reading (a refused write is ``SQLITE_READONLY``, as from a ``query_only``
+connection, so the statement goes on to the writer) and runs in autocommit, and a read
+fetches all its rows at once: no read transaction outlives its statement (lingering
+readers starve checkpoints).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from .._config import Config
 from .._errors import Closed, ReadTimeout
+from .._readonly import as_readonly
 from .._sqlite import open_connection
 
 _PROGRESS_STEPS = 1000
@@ -124,10 +127,12 @@ class Readers:
                 return ReadResult(description, rows, cursor.rowcount)
             finally:
                 cursor.close()
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             expired = reader.deadline and time.monotonic() > reader.deadline
             if expired and "interrupt" in str(exc):
                 raise ReadTimeout(f"read interrupted after {timeout:.3f} s: {sql[:200]}") from None
+            if (refused := as_readonly(exc)) is not exc:
+                raise refused from None
             raise
         finally:
             reader.deadline = 0.0

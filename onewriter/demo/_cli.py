@@ -10,10 +10,12 @@ import os
 import sqlite3
 from typing import Any
 
+from .._config import Config, resolve_paths
+from .._extras import require_extra
 from .._tables import print_stats
 from ..load._cli import add_load_flags, plan_from
 from ..load.client import Connection, Target
-from ..load.report import format_report
+from ..load.report import print_report
 from ..load.runner import run_load
 from .launch import ServiceProcess
 from .primary import Primary, ServiceOptions, default_workers
@@ -22,15 +24,16 @@ DEFAULT_DATABASE = "data/demo.db"
 
 
 def _add_service_flags(parser: argparse.ArgumentParser) -> None:
-    from ..cli import add_flag
+    from .._flags import add_database, add_flag
 
-    add_flag(parser, "--db", "the SQLite database file", default=DEFAULT_DATABASE)
+    add_database(parser, default=DEFAULT_DATABASE)
     add_flag(parser, "--workers", "HTTP worker processes", default=default_workers(), type=int)
-    parser.add_argument(
+    add_flag(
+        parser,
         "--naive",
-        action="store_true",
-        help="for comparison: each worker writes on its own SQLite connection "
+        "for comparison: each worker writes on its own SQLite connection "
         "(busy_timeout, BEGIN IMMEDIATE) instead of through the one writer",
+        action="store_true",
     )
     add_flag(parser, "--durability", "normal or full", default="normal", choices=["normal", "full"])
     add_flag(parser, "--max-pending", "writes queued before 503", default=500, type=int)
@@ -48,7 +51,7 @@ def _options(args: argparse.Namespace, host: str, port: int) -> ServiceOptions:
     if args.workers < 1:
         raise SystemExit("onewriter demo: --workers must be at least 1")
     return ServiceOptions(
-        database=args.db,
+        database=args.database,
         host=host,
         port=port,
         workers=args.workers,
@@ -64,35 +67,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the posts API: this process is the writer and binds the port, N worker
     processes answer HTTP on it. Prints READY with the port when serving. SIGUSR2 prints
     the writer's figures; SIGTERM or Ctrl-C drains and stops."""
+    require_extra("http", "onewriter demo serve")
+    if args.database == DEFAULT_DATABASE:
+        # The default's folder is the demo's own; a folder the user named must exist.
+        os.makedirs(os.path.dirname(DEFAULT_DATABASE), exist_ok=True)
     return Primary(_options(args, args.host, args.port)).run()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the demo service on a free port, load it for a few seconds, print the load
     report and the writer's figures, then stop the service cleanly."""
+    require_extra("http", "onewriter demo run")
+    if args.database != DEFAULT_DATABASE:
+        resolve_paths(args.database, Config())  # a missing folder: one line, before starting
     service = ServiceProcess(
-        args.db,
+        args.database,
         workers=args.workers,
         naive=args.naive,
         durability=args.durability,
         extra=["--max-pending", str(args.max_pending)],
     )
-    before = _count_posts(args.db) if os.path.exists(args.db) else 0
-    print(f"starting the demo service ({args.workers} workers, database {args.db}) ...")
+    before = _count_posts(args.database) if os.path.exists(args.database) else 0
+    print(f"starting the demo service ({args.workers} workers, database {args.database}) ...")
+    try:
+        service.start()
+    except TimeoutError as exc:
+        code = service.process.returncode if service.process is not None else None
+        why = f"exited with {code} before it was ready" if code is not None else str(exc)
+        raise SystemExit(f"onewriter demo run: the demo service {why}") from None
     with service:
         print(f"serving on {service.url}: primary pid {service.pid}, workers {service.worker_pids}")
         print(f"loading it for {args.duration:g} s ...", flush=True)
         summary = run_load(plan_from(args, url=service.url))
         print()
-        print(format_report(summary))
+        print_report(summary)
         stats = asyncio.run(_get_json(service.url, "/stats"))
         if stats.get("writer"):
             print("\nthe writer's figures (GET /stats):")
             print_stats(stats["writer"])
         code = service.stop()
-    after = _count_posts(args.db)
+    after = _count_posts(args.database)
     print(
-        f"\nposts in {args.db}: {after:,} ({after - before:,} added by this run, which had "
+        f"\nposts in {args.database}: {after:,} ({after - before:,} added by this run, which had "
         f"{summary['acknowledged_writes']:,} writes acknowledged)"
     )
     print("service output:")
@@ -122,7 +138,7 @@ def _count_posts(path: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from ..cli import add_flag
+    from .._flags import add_flag
 
     demo = sub.add_parser("demo", help="the multi-worker posts service")
     demo_sub = demo.add_subparsers(title="demo commands", metavar="COMMAND")

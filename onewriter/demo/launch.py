@@ -38,7 +38,6 @@ class ServiceProcess:
             "onewriter.cli",
             "demo",
             "serve",
-            "--db",
             database,
             "--workers",
             str(workers),
@@ -137,7 +136,7 @@ class ServiceProcess:
         return process.returncode
 
     def __enter__(self) -> ServiceProcess:
-        return self.start()
+        return self if self.process is not None else self.start()
 
     def __exit__(
         self,

@@ -6,7 +6,9 @@ port (``SO_REUSEPORT``), so the kernel spreads new connections evenly over the w
 with one shared socket, whichever worker woke first took a whole burst of keep-alive
 connections and left others idle. A worker that dies is started again on its slot's
 socket, so the connections queued there wait for it instead of failing (with a growing
-pause if it keeps dying young). SIGUSR2 prints the writer's figures.
+pause if it keeps dying young); one that fails at start-up twice the same way (the same
+last line on its stderr, which the primary passes on) stops the service with that line,
+since starting it again would only fail again. SIGUSR2 prints the writer's figures.
 SIGTERM or SIGINT drains, in the order that loses nothing: workers stop accepting and
 finish their requests in flight, then the writer commits what is queued, then exit 0.
 """
@@ -63,6 +65,8 @@ class WorkerSlot:
         self.process: asyncio.subprocess.Process | None = None
         self.ready = asyncio.Event()
         self.listener: socket.socket | None = None
+        self.last_error = ""
+        """The last line the current worker wrote on its stderr."""
 
 
 class Primary:
@@ -74,6 +78,8 @@ class Primary:
         self.slots = [WorkerSlot(i) for i in range(options.workers)]
         self.stopping = asyncio.Event()
         self.signals = 0
+        self.failure: str | None = None
+        """Why the service gave up, when a worker cannot start."""
 
     def run(self) -> int:
         return asyncio.run(self._main())
@@ -107,9 +113,11 @@ class Primary:
         loop.add_signal_handler(signal.SIGUSR2, self._on_stats_signal)
         supervisors = [loop.create_task(self._supervise(slot)) for slot in self.slots]
         if not await self._wait_all_ready():
-            stopped_by_signal = self.stopping.is_set()
+            stopped_by_signal = self.stopping.is_set() and self.failure is None
             self.stopping.set()
             await self._stop_workers(supervisors)
+            if self.failure is not None:
+                print(f"onewriter demo serve: {self.failure}", file=sys.stderr, flush=True)
             return stopped_by_signal
         port = listeners[0].getsockname()[1]
         url_host = f"[{host}]" if ":" in host else host
@@ -127,7 +135,6 @@ class Primary:
         """Become the writer, migrating. In naive mode the workers write by themselves:
         the primary only migrates, then lets the role go."""
         options = self.options
-        os.makedirs(os.path.dirname(os.path.abspath(options.database)), exist_ok=True)
         db = connect(
             options.database,
             ops=ops,
@@ -168,12 +175,23 @@ class Primary:
 
     async def _supervise(self, slot: WorkerSlot) -> None:
         failures = 0
+        start_failure: str | None = None
         while not self.stopping.is_set():
             started = time.monotonic()
-            process = await self._start_worker(slot)
+            process, ready, relay = await self._start_worker(slot)
             returncode = await process.wait()
+            await relay
             if self.stopping.is_set():
                 return
+            if not ready:
+                why = f"{slot.last_error or 'no message'} (exit code {returncode})"
+                if why == start_failure:
+                    self.failure = f"worker {slot.index} failed at start-up twice: {why}"
+                    self.stopping.set()
+                    return
+                start_failure = why
+            else:
+                start_failure = None
             lived = time.monotonic() - started
             failures = 0 if lived > MIN_HEALTHY_LIFE else failures + 1
             pause = min(MAX_RESTART_PAUSE, 0.05 * 2**failures) if failures else 0.0
@@ -188,7 +206,10 @@ class Primary:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), pause)
 
-    async def _start_worker(self, slot: WorkerSlot) -> asyncio.subprocess.Process:
+    async def _start_worker(
+        self, slot: WorkerSlot
+    ) -> tuple[asyncio.subprocess.Process, bool, asyncio.Task[None]]:
+        """The worker, whether it said ready, and the task passing its stderr on."""
         assert slot.listener is not None
         options = self.options
         read_end, write_end = os.pipe()
@@ -215,6 +236,7 @@ class Primary:
             process = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
                 pass_fds=(slot.listener.fileno(), write_end),
                 start_new_session=True,  # signals reach workers only through the primary
             )
@@ -224,10 +246,14 @@ class Primary:
         finally:
             os.close(write_end)
         slot.process = process
-        if await read_ready_line(read_end):
+        slot.last_error = ""
+        assert process.stderr is not None
+        relay = asyncio.get_running_loop().create_task(relay_stderr(process.stderr, slot))
+        ready = await read_ready_line(read_end)
+        if ready:
             slot.ready.set()
             print(f"worker {slot.index} pid={process.pid} ready", flush=True)
-        return process
+        return process, ready, relay
 
     async def _stop_workers(self, supervisors: list[asyncio.Task[None]]) -> bool:
         """SIGTERM every worker and wait for them (killing any past the grace period)."""
@@ -315,6 +341,16 @@ def claim_port(family: socket.AddressFamily, host: str, port: int) -> int:
         probe.bind((host, port))
         bound: int = probe.getsockname()[1]
         return bound
+
+
+async def relay_stderr(stream: asyncio.StreamReader, slot: WorkerSlot) -> None:
+    """Pass a worker's stderr on to ours, remembering its last line."""
+    while line := await stream.readline():
+        text = line.decode(errors="replace")
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        if text.strip():
+            slot.last_error = text.strip()
 
 
 async def read_ready_line(fd: int) -> bool:

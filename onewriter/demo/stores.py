@@ -119,6 +119,7 @@ class NaiveStore:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = open_connection(self.path, self.config, "reader")
+            conn.set_authorizer(None)  # this naive store writes on it: not a reader any more
             conn.execute("PRAGMA query_only = OFF")
             self._conn = conn
         return self._conn

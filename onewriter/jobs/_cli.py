@@ -10,23 +10,29 @@ import os
 import signal
 import sys
 
+from .._extras import require_extra
+
+
+def _require_store_extras(command: str, store: str | None) -> None:
+    """The HTTP extra always, the PostgreSQL one for a postgresql:// store."""
+    require_extra("http", command)
+    if store and store.startswith(("postgresql://", "postgres://")):
+        require_extra("postgres", f"{command} on PostgreSQL")
+
 
 def _tokens(value: str | None) -> tuple[str, ...]:
     return tuple(t.strip() for t in (value or "").split(",") if t.strip())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve the job queue of DATABASE (or --store postgresql://...) over HTTP: --workers
+    """Serve the job queue of DATABASE (a SQLite file or a postgresql:// URL) over HTTP: --workers
     processes share the port; on SQLite the primary hosts the writer, on PostgreSQL several
     instances may share one database. Prints READY {json} when serving; SIGTERM drains."""
+    store = args.database
+    _require_store_extras("onewriter jobs serve", store)
     from ._http_io import Settings
     from ._serve import ServeOptions, serve
 
-    if args.database and args.store and args.database != args.store:
-        raise SystemExit("onewriter jobs serve: give DATABASE or --store, not both")
-    store = args.store or args.database
-    if not store:
-        raise SystemExit("onewriter jobs serve: DATABASE or --store is required")
     settings = Settings(
         database=store,
         producer_tokens=_tokens(args.producer_token),
@@ -48,13 +54,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_work(args: argparse.Namespace) -> int:
     """Run a handler on the jobs of a queue served over HTTP until SIGTERM/SIGINT, then
     finish or release what is held and print a summary."""
+    require_extra("http", "onewriter jobs work")
     from ..cli import load_object
     from ._remote import RemoteQueue
     from ._worker import Worker, WorkerOptions
 
     if not args.queue or not args.handler:
         raise SystemExit("onewriter jobs work: --queue and --handler are required")
-    handler = load_object(args.handler)
+    handler = load_object(args.handler, "--handler")
     options = WorkerOptions(
         queue=args.queue,
         capabilities=tuple(args.capability or ()),
@@ -89,6 +96,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
     """Start the HTTP service on a scratch database and run the light, medium and heavy
     configurations with real HTTP workers; print workers, jobs, success %, p99 latency,
     throughput, duplicates and lost jobs."""
+    _require_store_extras("onewriter jobs stress", args.database)
     from ._stress import StressOptions, run_stress
 
     options = StressOptions(
@@ -98,12 +106,13 @@ def cmd_stress(args: argparse.Namespace) -> int:
         work_ms=args.work_ms,
         database=args.database,
         instances=args.instances,
+        plain=args.json,
     )
     return run_stress(options, json_out=args.json)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from ..cli import add_flag
+    from .._flags import add_database, add_flag
 
     jobs = sub.add_parser("jobs", help="the job queue: HTTP service, worker runner, stress")
     commands = jobs.add_subparsers(title="jobs commands", metavar="COMMAND")
@@ -111,10 +120,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser(
         "serve", help="serve a queue over HTTP", description=cmd_serve.__doc__
     )
-    serve.add_argument(
-        "database", nargs="?", help="path of the SQLite database file (or a PostgreSQL URL)"
+    add_database(
+        serve,
+        "path of the SQLite database file, or a postgresql:// URL",
+        aliases=("--store", "--db", "--database"),
     )
-    add_flag(serve, "--store", "the store: a SQLite file's path or a postgresql:// URL")
     add_flag(serve, "--host", "address to listen on", default="127.0.0.1")
     add_flag(serve, "--port", "port to listen on (0: any free one)", default=8080, type=int)
     add_flag(
@@ -128,7 +138,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         serve, "--max-pending", "writes queued at the writer before 503", default=5000, type=int
     )
     add_flag(
-        serve, "--retention", "seconds done jobs are kept", default=7 * 24 * 3600.0, type=float
+        serve,
+        "--retention",
+        "seconds done jobs are kept",
+        default=7 * 24 * 3600.0,
+        type=float,
+        shown="604800, 7 days",
     )
     add_flag(serve, "--pool-size", "PostgreSQL connections per HTTP process", default=10, type=int)
     serve.set_defaults(func=cmd_serve)
@@ -138,7 +153,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_flag(work, "--url", "the service's base URL", default="http://127.0.0.1:8080")
     add_flag(work, "--queue", "the queue to work on")
-    work.add_argument("--capability", action="append", help="a capability of this worker (repeat)")
+    add_flag(work, "--capability", "a capability of this worker (repeat)", action="append")
     add_flag(work, "--handler", "the handler, as module:function (sync or async)")
     add_flag(work, "--concurrency", "jobs run at once", default=8, type=int)
     add_flag(work, "--batch", "most jobs per claim (default: free slots)", type=int)
@@ -156,7 +171,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_flag(stress, "--http-workers", "HTTP worker processes of the service", default=2, type=int)
     add_flag(stress, "--batch", "jobs per claim for each worker", default=8, type=int)
     add_flag(stress, "--work-ms", "simulated work per job, in ms", default=0.0, type=float)
-    add_flag(stress, "--database", "database file or postgresql:// URL (default: a temporary file)")
+    add_database(
+        stress,
+        "database file or postgresql:// URL (default: a temporary file)",
+        required=False,
+        aliases=("--database", "--db", "--store"),
+    )
     add_flag(
         stress,
         "--instances",
@@ -164,5 +184,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=1,
         type=int,
     )
-    stress.add_argument("--json", action="store_true", help="print the results as JSON too")
+    add_flag(stress, "--json", "print the results as JSON too", action="store_true")
     stress.set_defaults(func=cmd_stress)
+
+    def show_help(args: argparse.Namespace) -> int:
+        jobs.print_help()
+        return 2
+
+    jobs.set_defaults(func=show_help)

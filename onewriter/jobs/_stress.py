@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .._tables import format_table
+from .._progress import LiveProgress
+from .._tables import Table, print_blocks
 from ._model import NewJob
 from ._remote import RemoteQueue
 from ._store import is_postgres_url
@@ -53,6 +54,8 @@ class StressOptions:
     instances: int = 1
     """Service instances sharing the store (PostgreSQL only)."""
     progress: bool = True
+    plain: bool = False
+    """Plain text on a terminal too (no rich progress bars or tables)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,18 +146,19 @@ async def run_config(urls: Sequence[str], name: str, options: StressOptions) -> 
             )
             for i in range(workers)
         ]
+        shown = LiveProgress(f"  {name}", jobs, plain=options.plain) if options.progress else None
         last_shown = 0.0
         while tally.completed < jobs and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-            if options.progress and time.monotonic() - last_shown > 0.5:
+            if shown is not None and time.monotonic() - last_shown > 0.25:
                 last_shown = time.monotonic()
-                _progress(name, tally.completed, jobs, time.perf_counter() - started)
+                shown.update(tally.completed, _done_text(tally.completed, jobs, started))
         elapsed = time.perf_counter() - started
+        if shown is not None:
+            shown.close(_done_text(tally.completed, jobs, started, elapsed))
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         done = (await producer.stats())["queues"].get(queue, {}).get("done", 0)
-    if options.progress:
-        _progress(name, tally.completed, jobs, elapsed, end=True)
     return StressResult(
         config=name,
         workers=workers,
@@ -169,13 +173,10 @@ async def run_config(urls: Sequence[str], name: str, options: StressOptions) -> 
     )
 
 
-def _progress(name: str, done: int, total: int, elapsed: float, end: bool = False) -> None:
+def _done_text(done: int, total: int, started: float, elapsed: float | None = None) -> str:
+    elapsed = time.perf_counter() - started if elapsed is None else elapsed
     rate = done / elapsed if elapsed > 0 else 0.0
-    line = f"  {name}: {done}/{total} jobs done, {rate:,.0f} jobs/s"
-    if sys.stderr.isatty():
-        print("\r" + line, end="\n" if end else "", file=sys.stderr, flush=True)
-    else:
-        print(line, file=sys.stderr, flush=True)
+    return f"{done}/{total} jobs done, {rate:,.0f} jobs/s"
 
 
 class ServiceProcess:
@@ -237,7 +238,7 @@ def stress(options: StressOptions) -> list[StressResult]:
                 service.stop()
 
 
-def results_table(results: list[StressResult]) -> str:
+def results_table(results: list[StressResult]) -> Table:
     """The results, each followed by the published figures of its configuration."""
     headers = ["config", "workers", "jobs", "success %", "p99 ms", "jobs/s", "duplicates", "lost"]
     rows: list[list[Any]] = []
@@ -252,13 +253,13 @@ def results_table(results: list[StressResult]) -> str:
                 published["throughput"],
             )
             rows.append(["  published", r.workers, r.jobs, *reference, "-", "-"])
-    return format_table(headers, rows)
+    return Table(headers, rows)
 
 
 def run_stress(options: StressOptions, json_out: bool = False) -> int:
     """The CLI: run, print the table (and JSON); exit 1 on a duplicate or a lost job."""
     results = stress(options)
-    print(results_table(results), flush=True)
+    print_blocks([results_table(results)], plain=options.plain)
     if json_out:
         print("RESULTS " + json.dumps([asdict(r) for r in results]), flush=True)
     return 1 if any(r.duplicates or r.lost for r in results) else 0

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from .report import format_report
+from .report import print_report
 from .runner import LoadPlan, run_load
 
 
 def add_load_flags(parser: argparse.ArgumentParser, *, url: bool = True) -> None:
     """The flags shared by ``onewriter load`` and ``onewriter demo run``."""
-    from ..cli import add_flag
+    from .._flags import add_flag
 
     if url:
         add_flag(parser, "--url", "the service to load", default="http://127.0.0.1:3000")
@@ -43,21 +43,21 @@ def cmd_load(args: argparse.Namespace) -> int:
     """Send reads and writes to the demo service and report throughput, latency
     percentiles, errors by code and requests per worker. Without --duration: one batch
     of concurrent requests; with it: sustained load at --rate (or as fast as answered)."""
-    summary = run_load(plan_from(args))
+    summary = run_load(plan_from(args), plain=args.json)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(format_report(summary))
+        print_report(summary)
     return 0 if summary["total"]["ok"] else 1
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from ..cli import add_flag
+    from .._flags import add_flag
 
     parser = sub.add_parser(
         "load", help="load the demo service and report", description=cmd_load.__doc__
     )
     add_load_flags(parser)
     add_flag(parser, "--duration", "seconds of sustained load (default: one batch)", type=float)
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_flag(parser, "--json", "print the summary as JSON", action="store_true")
     parser.set_defaults(func=cmd_load)

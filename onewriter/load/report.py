@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from .._tables import format_table
+from .._tables import Block, Table, format_table, print_blocks
 
 if TYPE_CHECKING:
     from .runner import LoadPlan, Recorder
@@ -69,8 +69,8 @@ def summarize(plan: LoadPlan, recorder: Recorder, elapsed: float, *, interrupted
     }
 
 
-def format_report(summary: Summary) -> str:
-    """The summary as three tables: latency by kind, errors, requests per worker."""
+def report_blocks(summary: Summary) -> list[Block]:
+    """The summary as lines and three tables: latency by kind, errors, requests per worker."""
     how = f"{summary['mode']} load on {summary['url']}, {summary['connections']} connections"
     if summary["rate"]:
         how += f", {summary['rate']:g} req/s asked"
@@ -95,17 +95,30 @@ def format_report(summary: Summary) -> str:
             ]
         )
     headers = ["requests", "count", "ok", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"]
-    parts = [how, "", format_table(headers, rows), ""]
+    blocks: list[Block] = [how, "", Table(headers, rows), ""]
     if summary["errors"]:
         error_rows = [[e["kind"], e["status"], e["code"], e["count"]] for e in summary["errors"]]
-        parts += [format_table(["error of", "status", "code", "count"], error_rows), ""]
+        blocks += [Table(["error of", "status", "code", "count"], error_rows), ""]
     else:
-        parts += ["errors: none", ""]
+        blocks += ["errors: none", ""]
     workers = summary["workers"]
     answered = sum(workers.values())
     worker_rows = [[pid, count, round(100 * count / answered, 1)] for pid, count in workers.items()]
     if worker_rows:
-        parts.append(format_table(["worker pid", "requests", "share %"], worker_rows))
+        blocks.append(Table(["worker pid", "requests", "share %"], worker_rows))
     else:
-        parts.append("no response named a worker")
-    return "\n".join(parts)
+        blocks.append("no response named a worker")
+    return blocks
+
+
+def format_report(summary: Summary) -> str:
+    """The report as plain text."""
+    return "\n".join(
+        b if isinstance(b, str) else format_table(b.headers, b.rows, b.right)
+        for b in report_blocks(summary)
+    )
+
+
+def print_report(summary: Summary, *, plain: bool = False) -> None:
+    """The report on stdout: rich tables on a terminal (unless ``plain``)."""
+    print_blocks(report_blocks(summary), plain=plain)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
+from .._progress import LiveProgress
 from .client import Connection, HttpError, Target
 from .report import Summary, summarize
 
@@ -196,40 +196,29 @@ def _post_body(index: int) -> bytes:
     return b'{"title":"load %d","content":"written by the load client"}' % index
 
 
-class Progress:
-    """Live progress on stderr: one updating line on a terminal, else a line every 5 s."""
-
-    def __init__(self, out: TextIO | None = None, every: float = 5.0) -> None:
-        self.out = out or sys.stderr
-        self.tty = self.out.isatty()
-        self.every = every
-        self._last = 0.0
-
-    def __call__(self, run: LoadRun) -> None:
-        now = time.perf_counter() - run.started
-        if not self.tty and now - self._last < self.every:
-            return
-        self._last = now
-        done = run.recorder.count
-        text = (
-            f"{now:6.1f} s  {done:,} requests  {done / max(now, 1e-9):,.0f} req/s  "
-            f"{run.recorder.failed:,} errors"
-        )
-        if self.tty:
-            self.out.write("\r\x1b[K" + text)
-        else:
-            self.out.write("progress: " + text + "\n")
-        self.out.flush()
-
-    def finish(self) -> None:
-        if self.tty:
-            self.out.write("\r\x1b[K")
-            self.out.flush()
+def show_progress(run: LoadRun, shown: LiveProgress) -> None:
+    """The run's figures so far: a bar over the batch's requests or the duration."""
+    now = time.perf_counter() - run.started
+    done = run.recorder.count
+    completed = now if run.plan.duration is not None else done
+    shown.update(
+        completed,
+        f"{now:5.1f} s  {done:,} requests  {done / max(now, 1e-9):,.0f} req/s  "
+        f"{run.recorder.failed:,} errors",
+    )
 
 
-def run_load(plan: LoadPlan, *, progress: bool = True, handle_signals: bool = True) -> Summary:
-    """Run ``plan`` on a fresh event loop and summarize it. SIGINT or SIGTERM end the
-    load early; the summary then says ``interrupted``."""
+def run_load(
+    plan: LoadPlan,
+    *,
+    progress: bool = True,
+    handle_signals: bool = True,
+    plain: bool = False,
+    progress_out: TextIO | None = None,
+) -> Summary:
+    """Run ``plan`` on a fresh event loop and summarize it, showing progress on
+    ``progress_out`` (stderr; ``plain``: no rich bar). SIGINT or SIGTERM end the load
+    early; the summary then says ``interrupted``."""
 
     async def main() -> Summary:
         load = LoadRun(plan)
@@ -237,12 +226,16 @@ def run_load(plan: LoadPlan, *, progress: bool = True, handle_signals: bool = Tr
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, load.interrupt)
-        shown = Progress() if progress else None
+        shown = None
+        if progress:
+            total = plan.duration if plan.duration is not None else len(load.pattern)
+            shown = LiveProgress("load", total, out=progress_out, plain=plain)
         try:
-            recorder = await load.run(shown)
+            recorder = await load.run(None if shown is None else lambda r: show_progress(r, shown))
         finally:
             if shown is not None:
-                shown.finish()
+                show_progress(load, shown)
+                shown.close()
         return summarize(plan, recorder, load.elapsed, interrupted=load.interrupted)
 
     return asyncio.run(main())
