@@ -30,3 +30,24 @@ def test_the_backend_tests_pass_on_django_4_2() -> None:
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
+
+
+def test_without_the_extra_the_engine_names_it() -> None:
+    blocker = ROOT / "tests" / "no_extras"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)]),
+        "NO_EXTRAS_BLOCK": "django",
+    }
+    code = (
+        "from onewriter import MissingExtra\n"
+        "try:\n"
+        "    import onewriter.django.base\n"
+        "except MissingExtra as exc:\n"
+        "    print(exc.code, exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout.startswith("MISSING_EXTRA "), proc.stdout + proc.stderr
+    assert "pip install 'onewriter[django]'" in proc.stdout

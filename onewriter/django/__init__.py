@@ -11,6 +11,13 @@ no request meets ``database is locked``. See docs/django.md.
 
 from __future__ import annotations
 
+try:
+    import django  # noqa: F401
+except ImportError as exc:
+    from .._extras import missing_extra
+
+    raise missing_extra("django", "ENGINE 'onewriter.django'", exc) from None
+
 from ._errors import BadOptions, TransactionTimeout, WriteTurnTimeout
 from ._options import TurnOptions
 
