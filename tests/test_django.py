@@ -170,7 +170,7 @@ def test_reads_do_not_wait_for_the_turn_and_writes_time_out(db_file: str) -> Non
     with Holder(db_file):
         started = time.monotonic()
         assert rows("short") == [1]
-        assert time.monotonic() - started < 0.25
+        assert time.monotonic() - started < 5  # it would have failed at 0.3 s had it waited
         with pytest.raises(WriteTurnTimeout) as caught, connections["short"].cursor() as cursor:
             cursor.execute("INSERT INTO t(n) VALUES (%s)", [2])
         assert caught.value.code == "TIMEOUT"
