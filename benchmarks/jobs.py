@@ -226,11 +226,17 @@ def library_table(jobs: int, scratch: str, postgres: Any) -> str:
         print(f"  {name}, {sync}: {rate:,.0f} jobs/s", flush=True)
     peers = [rate for (name, _), rate in rates.items() if "onewriter" not in name]
     best_peer = max(peers, default=0.0)
+    huey = next((rate for (name, _), rate in rates.items() if name.startswith("huey")), 0.0)
+
+    def ratio(rate: float, base: float) -> str:
+        return f"{rate / base:.1f}x" if base else "-"
+
     rows = [
-        [name, sync, jobs, round(rate), f"{rate / best_peer:.1f}x" if peers else "-"]
+        [name, sync, jobs, round(rate), ratio(rate, best_peer), ratio(rate, huey)]
         for (name, sync), rate in rates.items()
     ]
-    return format_table(["queue", "synchronous", "jobs", "jobs/s", "vs best peer"], rows)
+    headers = ["queue", "synchronous", "jobs", "jobs/s", "vs best peer", "vs huey"]
+    return format_table(headers, rows)
 
 
 def http_table(postgres: Any) -> str:
@@ -275,6 +281,7 @@ def main() -> None:
     try:
         with server as postgres:
             print(f"library level, {jobs:,} jobs each:", flush=True)
+            load_before = os.getloadavg()[0]
             table = library_table(jobs, scratch, postgres)
             size = f"{memory_gib():.0f} GiB of memory"
             if postgres is not None:
@@ -283,7 +290,9 @@ def main() -> None:
                     "on loopback TCP (fsync on, default settings otherwise)"
                 )
             body = (
-                f"{size}.\n\n"
+                f"{size}. Load average (1 min) when the library runs began: "
+                f"{load_before:.1f} on 2 CPUs (other work shares this machine; compare rows "
+                "of one run, not runs).\n\n"
                 "### Library level, in one process (enqueue + claim + complete)\n\n"
                 f"```\n{table}\n```\n\n"
                 'For PostgreSQL, "commit off" is `synchronous_commit=off` (like SQLite\'s '

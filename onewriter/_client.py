@@ -28,7 +28,6 @@ from ._errors import (
     WriterUnavailable,
     error_from_wire,
 )
-from ._txn import TX_KINDS
 from ._writer import WriterService
 
 
@@ -148,13 +147,10 @@ class SyncChannel:
         deadline: float,
     ) -> Any:
         kind = message.get("t")
-        waiter = _Waiter()
-        if kind in TX_KINDS:
-            writer.submit_transaction_threadsafe(waiter, rid, message, self.client, retry)
-        elif kind is not None:
+        if kind is not None:
             return writer.stats_threadsafe() if kind == "stats" else None
-        else:
-            writer.submit_threadsafe(local_request(waiter, rid, message, self.client, retry))
+        waiter = _Waiter()
+        writer.submit_threadsafe(local_request(waiter, rid, message, self.client, retry))
         if not waiter.event.wait(max(0.0, deadline - time.monotonic())):
             raise ClientTimeout("no reply from the writer in this process in time")
         assert waiter.request is not None

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from . import _protocol as proto
+from ._applied import Applied
 from ._checkpoint import BEGIN_SQL, COMMIT_SQL, ROLLBACK_SQL, Checkpointer, migrate
 from ._config import Config, Migration
 from ._errors import (
@@ -42,28 +43,6 @@ SAVEPOINT_SQL = "SAVEPOINT _ow /* onewriter */"
 RELEASE_SQL = "RELEASE _ow /* onewriter */"
 ROLLBACK_TO_SQL = "ROLLBACK TO _ow /* onewriter */"
 
-# Exactly-once records: one row per client per batch, holding {seq: encoded result} for
-# that client's writes committed in the batch (a row per request cost ~3 us each).
-DEDUP_SCHEMA = """
-CREATE TABLE IF NOT EXISTS _onewriter_applied (
-    client BLOB NOT NULL,
-    first_seq INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL,
-    results BLOB NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (client, first_seq)
-) WITHOUT ROWID
-"""
-DEDUP_LOOKUP = (
-    "SELECT results FROM _onewriter_applied WHERE client = ? AND first_seq <= ? AND last_seq >= ?"
-)
-DEDUP_RECORD = (
-    "INSERT INTO _onewriter_applied (client, first_seq, last_seq, results, at) "
-    "VALUES (?, ?, ?, ?, ?)"
-)
-DEDUP_ACK = "DELETE FROM _onewriter_applied WHERE client = ? AND last_seq < ?"
-DEDUP_EXPIRE = "DELETE FROM _onewriter_applied WHERE at < ?"
-_ACK_PRUNE_STEP = 256
 _REPLY_OVERHEAD = 64  # a reply's id and keys around its result, with room to spare
 
 # Reply bodies are spliced from pre-encoded parts: {"id": id, "ok": true, "result": ...}
@@ -238,16 +217,12 @@ class Engine:
         self.batch_sizes = Window()
         self.commit_ms = Window()
         self._last_expire = time.monotonic()
-        self._ack_floor: dict[bytes, int] = {}
-        self._acks_due: dict[bytes, int] = {}
+        self.applied = Applied(conn)
 
     # -- setup ---------------------------------------------------------------------
 
     def prepare(self, migrations: Sequence[Migration]) -> int:
-        """Create onewriter's own table and apply pending migrations (under the turn);
-        returns the schema version."""
-        with self.turn.holding(self.config.request_timeout):
-            self.conn.execute(DEDUP_SCHEMA)
+        """Apply pending migrations (under the turn); returns the schema version."""
         return migrate(self.conn, migrations, self.turn, self.config.request_timeout)
 
     # -- the authorizer keeps ops from ending the writer's transaction ------------------
@@ -314,6 +289,7 @@ class Engine:
 
     def _abandon_transaction(self) -> None:
         self._internal = True
+        self.applied.abandoned()
         if self.conn.in_transaction:
             try:
                 self.conn.execute(ROLLBACK_SQL)
@@ -358,6 +334,7 @@ class Engine:
                 conn.execute(COMMIT_SQL)
             except sqlite3.Error as exc:
                 self.commit_failures += 1
+                self.applied.abandoned()
                 log.error("COMMIT failed for a batch of %d: %s", len(pending), exc)
                 if conn.in_transaction:
                     try:
@@ -366,6 +343,7 @@ class Engine:
                         log.exception("ROLLBACK after a failed COMMIT failed")
                 self._fail_all(pending, CommitFailed(f"COMMIT failed: {exc}"))
                 return
+            self.applied.committed()
             self.commits += 1
             self.checkpointer.commits += 1
             counts = self.ops_by_name
@@ -383,7 +361,7 @@ class Engine:
         max_result = self.config.max_frame - _REPLY_OVERHEAD
         for req in pending:
             if req.retry and req.client is not None:
-                found = self._lookup(req.client, req.seq) or _applied_earlier(pending, req)
+                found = self.applied.lookup(req.client, req.seq) or _applied_earlier(pending, req)
                 if found is not None:
                     req.encoded = found
                     req.replayed = True
@@ -434,15 +412,6 @@ class Engine:
             f"rolled back: the batch held the write turn past transaction_timeout ({limit:g} s)"
         )
 
-    def _lookup(self, client: bytes, seq: Any) -> bytes | None:
-        """The stored reply of a write this client sent before, if it committed."""
-        for (blob,) in self.conn.execute(DEDUP_LOOKUP, (client, seq, seq)):
-            results = proto.unpack(blob)
-            if seq in results:
-                found: bytes = results[seq]
-                return found
-        return None
-
     def _record(self, pending: list[Request]) -> None:
         """Remember committed request ids (with results) in the same transaction."""
         by_client: dict[bytes, dict[int, bytes]] = {}
@@ -453,16 +422,7 @@ class Engine:
                 if results is None:
                     results = by_client[client] = {}
                 results[req.seq] = req.encoded  # type: ignore[index,assignment]
-        if by_client:
-            now = time.time()
-            self.conn.executemany(
-                DEDUP_RECORD,
-                [
-                    (client, min(results), max(results), proto.pack(results), now)
-                    for client, results in by_client.items()
-                ],
-            )
-        self._apply_acks()
+        self.applied.record(by_client)
 
     def _call(self, req: Request) -> Any:
         if req.name is not None:
@@ -484,14 +444,7 @@ class Engine:
 
     def note_ack(self, client: bytes, ack: int) -> None:
         """The client has seen replies for every seq below ``ack``: those ids may go."""
-        if ack - self._ack_floor.get(client, 0) >= _ACK_PRUNE_STEP:
-            self._ack_floor[client] = ack
-            self._acks_due[client] = ack
-
-    def _apply_acks(self) -> None:
-        if self._acks_due:
-            due, self._acks_due = self._acks_due, {}
-            self.conn.executemany(DEDUP_ACK, due.items())
+        self.applied.note_ack(client, ack)
 
     def _fail_all(self, reqs: list[Request], error: OneWriterError) -> None:
         for req in reqs:
@@ -531,7 +484,7 @@ class Engine:
             self._last_expire = now
             try:
                 with self.turn.holding(self.config.request_timeout):
-                    self.conn.execute(DEDUP_EXPIRE, (time.time() - self.config.dedup_retention,))
+                    self.applied.expire(time.time() - self.config.dedup_retention)
             except (TurnTimeout, sqlite3.Error) as exc:
                 log.warning("expiring exactly-once records failed: %s", exc)
 

@@ -19,6 +19,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "postgres": ("psycopg", "psycopg_pool"),
     "sqlcipher": ("sqlcipher3",),
     "rich": ("rich",),
+    "django": ("django",),
 }
 
 

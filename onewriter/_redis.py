@@ -49,11 +49,9 @@ from ._errors import (
     OneWriterError,
     QueueFull,
     ShuttingDown,
-    SqlNotAllowed,
 )
 from ._remote_reads import RemoteReads, reads_allowed, reads_disabled
 from ._server import ClientConnection
-from ._txn import TX_KINDS
 
 if TYPE_CHECKING:
     from ._writer import WriterService
@@ -265,8 +263,6 @@ class _RedisPeer(ClientConnection):
             body = proto.pack({"id": rid, "ok": True, "result": self.service.stats()})
         elif kind == "ping":
             body = proto.pack({"id": rid, "ok": True, "result": None})
-        elif isinstance(kind, str) and kind in TX_KINDS:
-            error = SqlNotAllowed("interactive transactions need a connection: not over Redis")
         else:
             error = BadRequest(f"unknown message type {reprlib.repr(kind)}")
         if error is not None:

@@ -28,7 +28,6 @@ from ._errors import (
     Unauthorized,
     UnknownOp,
 )
-from ._txn import TX_KINDS
 
 if TYPE_CHECKING:
     from ._writer import WriterService
@@ -81,7 +80,6 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.service.connections.discard(self)
-        self.service.transactions.connection_lost(self)
 
     def pause_writing(self) -> None:
         if self.transport is not None:
@@ -192,10 +190,6 @@ class ClientConnection(asyncio.Protocol):
                 )
             elif kind == "ping":
                 self._out.append(proto.pack({"id": rid, "ok": True, "result": None}))
-            elif kind in TX_KINDS and not self.allow_sql:
-                self._reply_error(rid, SqlNotAllowed("transactions are disabled on this transport"))
-            elif kind in TX_KINDS:
-                self.service.transactions.handle(self, rid, m, self, self.client)
             else:
                 self._reply_error(rid, BadRequest(f"unknown message type {kind!r:.100}"))
             return

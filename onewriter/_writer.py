@@ -24,7 +24,6 @@ from ._errors import OneWriterError, QueueFull, ShuttingDown, UnknownOp, WriterU
 from ._ops import Ops
 from ._server import ClientConnection
 from ._sqlite import check_filesystem, log_sqlite_version, open_connection
-from ._txn import Transactions
 
 if TYPE_CHECKING:
     from ._remote import RemoteEndpoints
@@ -53,7 +52,6 @@ class WriterService:
         self.pid = os.getpid()
         self.engine: Engine
         self.schema_version = 0
-        self.transactions: Transactions
         self.engine_errors: Counter[str] = Counter()
         self.connections: set[ClientConnection] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -114,13 +112,6 @@ class WriterService:
         except BaseException:
             conn.close()
             raise
-        self.transactions = Transactions(
-            self.engine,
-            asyncio.get_running_loop(),
-            self.config,
-            wake=self._schedule,
-            backlog=lambda: len(self._pending),
-        )
         if self.socket_path is not None:
             sock = bind_private_socket(self.socket_path)
             self._socket_inode = os.stat(self.socket_path).st_ino
@@ -190,7 +181,6 @@ class WriterService:
             self._server.close()
         if self.remote is not None:
             self.remote.begin_drain()
-        self.transactions.drain()
         self._schedule()
 
     def _finish_drain(self) -> None:
@@ -247,19 +237,6 @@ class WriterService:
         except RuntimeError:
             raise WriterUnavailable("the writer in this process has stopped") from None
 
-    def submit_transaction_threadsafe(
-        self, sink: Any, rid: int, message: dict[str, Any], client: bytes, retry: bool
-    ) -> None:
-        """Hand a ``tx_*`` message from a client of this process to the transactions."""
-        loop = self.loop
-        if loop is None or self._stopped.is_set() or loop.is_closed():
-            raise WriterUnavailable("the writer in this process has stopped")
-        message = {**message, "retry": retry}
-        try:
-            loop.call_soon_threadsafe(self.transactions.handle, sink, rid, message, client, client)
-        except RuntimeError:
-            raise WriterUnavailable("the writer in this process has stopped") from None
-
     def _schedule(self) -> None:
         if self._scheduled:
             if self._fill_timer is not None and len(self._pending) >= len(self.connections):
@@ -281,8 +258,6 @@ class WriterService:
     def _run(self) -> None:
         self._scheduled = False
         self._fill_timer = None
-        if self.transactions.holds_writer:
-            return  # an interactive transaction owns the connection; it wakes us when done
         pending = self._pending
         if pending:
             n = min(len(pending), self.config.max_batch)
@@ -294,8 +269,6 @@ class WriterService:
                 log.exception("a batch failed unexpectedly")
             finally:
                 self.in_flight = 0
-        if self.transactions.start_next():
-            return
         if pending:
             self._schedule()
             self.engine.maybe_checkpoint(idle=False)
@@ -317,7 +290,6 @@ class WriterService:
         data["in_flight"] = self.in_flight
         data["clients"] = len(self.connections)
         data["draining"] = self._draining
-        data["transactions"] = self.transactions.stats()
         data["max_pending"] = self.config.max_pending
         data["durability"] = self.config.durability
         data["database"] = self.db_path

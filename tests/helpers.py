@@ -35,6 +35,7 @@ ONEWRITER_CLI = str(Path(PYTHON).parent / "onewriter")
 
 SCHEMA = """
 CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL, content TEXT);
+CREATE INDEX posts_title ON posts (title);
 CREATE TABLE numbers (id INTEGER PRIMARY KEY, worker INTEGER NOT NULL, n INTEGER NOT NULL);
 CREATE TABLE parents (id INTEGER PRIMARY KEY);
 CREATE TABLE children (

@@ -304,7 +304,15 @@ def test_openapi_metrics_and_stats(service: Service) -> None:
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
         ("GET", "/ui"),
+        ("POST", "/jobs/{job_id}/cancel"),
+        ("POST", "/jobs/{job_id}/retry"),
+        ("POST", "/queues/{queue}/pause"),
+        ("POST", "/queues/{queue}/resume"),
+        ("GET", "/queues/{queue}"),
+        ("PUT", "/queues/{queue}"),
     }
+    assert "progress" in schema["components"]["schemas"]["Job"]["properties"]
+    assert schema["components"]["schemas"]["Heartbeat"]["properties"]["progress"]["anyOf"]
     components = schema["components"]["schemas"]
     claim = components["Claim"]
     assert claim["additionalProperties"] is False

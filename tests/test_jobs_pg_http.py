@@ -179,6 +179,67 @@ def test_health_metrics_and_ready_line_name_the_store(shared: Shared) -> None:
     assert httpx.get(f"{first.url}/stats").status_code == 401
 
 
+def test_rate_limit_holds_across_both_instances(shared: Shared) -> None:
+    """Six claimers, three on each instance, claim as fast as they can for 2.5 s from a
+    queue limited to 5 claims per second: at most 5 in any second, whichever instance."""
+    first, second = shared.instances
+    limit = {"rate_limit": {"limit": 5, "period": 1.0}}
+    assert first.producer.put("/queues/limited", json=limit).json()["rate_limit"] == {
+        "limit": 5,
+        "period": 1.0,
+    }
+    assert second.producer.get("/queues/limited").json()["rate_limit"]["limit"] == 5
+    response = first.producer.post(
+        "/queues/limited/jobs", json={"jobs": [{"payload": i} for i in range(300)]}
+    )
+    assert response.status_code == 201
+    claimed: list[int] = []
+    stop = time.monotonic() + 2.5
+
+    def claimer(instance: Instance) -> None:
+        with httpx.Client(
+            base_url=instance.url, headers={"Authorization": f"Bearer {WORKER}"}, timeout=30
+        ) as client:
+            while time.monotonic() < stop:
+                jobs = client.post("/queues/limited/claim", json={"limit": 2}).json()["jobs"]
+                claimed.extend(job["id"] for job in jobs)
+
+    threads = [threading.Thread(target=claimer, args=(shared.instances[i % 2],)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(claimed) == len(set(claimed))
+    assert 10 <= len(claimed) <= 5 * 4, len(claimed)  # 2.5 s spans at most 3 windows (+1)
+    first.producer.put("/queues/limited", json={"rate_limit": None})
+    rest = second.claim("limited", limit=1000)
+    assert len(rest) == 300 - len(claimed)
+
+
+def test_cron_time_fires_once_with_both_instances_housekeeping(shared: Shared) -> None:
+    from onewriter.jobs import PgJobQueue
+
+    with PgJobQueue(shared.url, pool_size=1) as queue:
+        # once a year (its next time made due below), so no time of its own comes meanwhile
+        queue.schedule("yearly", "crons", "tick", cron="0 0 1 1 *")
+    with psycopg_conn(shared.url) as conn:
+        conn.execute("UPDATE onewriter_job_schedules SET next_at = 0 WHERE name = 'yearly'")
+    stop = time.monotonic() + 3.0  # both primaries run their housekeeping every second
+    while time.monotonic() < stop:
+        for instance in shared.instances:
+            instance.claim("nothing-here")
+    rows = shared.rows("SELECT count(*) FROM onewriter_jobs WHERE queue = 'crons'")
+    assert rows == [(1,)]
+    [(next_at,)] = shared.rows("SELECT next_at FROM onewriter_job_schedules")
+    assert next_at > time.time() and next_at % 3600 == 0
+
+
+def psycopg_conn(url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
 def test_every_bad_input_gets_a_4xx_on_postgresql_too(shared: Shared) -> None:
     for instance in shared.instances:
         check_bad_inputs(instance.url, {"producer": PRODUCER, "worker": WORKER})

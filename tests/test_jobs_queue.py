@@ -42,7 +42,7 @@ def test_claim_uses_the_ready_index_without_sorting(
     try:
         params = {"queue": "q", "caps": "[]", "now": time.time(), "limit": 5}
         plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql.CLAIMABLE, params)]
-        params |= {"worker": "w", "lease": 1.0}
+        params |= {"worker": "w", "lease": 1.0, "slack": 2.0}
         plan += [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql.CLAIM, params)]
     finally:
         conn.close()

@@ -184,12 +184,16 @@ def test_sigterm_lets_running_jobs_finish(url: str) -> None:
         worker.stop()
     assert summary["completed"] == 3 and summary["released"] == 0
     assert states(url, "graceful") | {"oldest_ready_age": 0, "done_last_minute": 0} == {
+        "waiting": 0,
         "ready": 1,
         "running": 0,
         "done": 3,
         "dead": 0,
+        "cancelled": 0,
         "oldest_ready_age": 0,
         "done_last_minute": 0,
+        "paused": False,
+        "rate_limit": None,
     }
 
 

@@ -47,7 +47,7 @@ ATTACKS = [
     "CREATE VIRTUAL TABLE temp.vt USING fts5(a)",
     "DROP TABLE posts",
     "ALTER TABLE posts ADD COLUMN x",
-    "REINDEX",
+    "REINDEX",  # rebuilds posts_title (the test schema's index)
     "ANALYZE",
     "PRAGMA user_version = 99",
     "PRAGMA journal_mode = DELETE",
@@ -254,15 +254,26 @@ def test_tcp_reads_switched_off_are_refused_with_their_code(
         assert raw.recv_id(5)["error"]["code"] == "READS_DISABLED"
 
 
-def test_tcp_transactions_are_refused_without_raw_sql(tcp_writer: str, db_path: str) -> None:
+def test_tcp_transaction_kinds_are_unknown_and_apply_nothing(tcp_writer: str, db_path: str) -> None:
+    """The writer holds no transaction for a peer: ``tx_*`` are unknown kinds."""
+    db = onewriter.connect(tcp_writer, token=TOKEN)
+    try:
+        db.write(create_post, title="kept")
+    finally:
+        db.close()
+    posts = count(db_path, "posts")
+    assert posts == 1
     with RawTcp(tcp_writer) as raw:
         raw.send({"id": 1, "t": "tx_begin", "deadline": 1000.0})
         raw.send({"id": 2, "t": "tx_exec", "tx": 1, "sql": "DELETE FROM posts", "params": []})
         raw.send({"id": 3, "t": "tx_commit", "tx": 1})
         for rid in (1, 2, 3):
-            assert raw.recv_id(rid)["error"]["code"] == "SQL_NOT_ALLOWED"
+            error = raw.recv_id(rid)["error"]
+            assert error["code"] == "BAD_REQUEST"
+            assert "unknown message type" in error["message"]
         raw.send({"id": 4, "t": "ping"})
         assert raw.recv_id(4)["ok"] is True
+    assert count(db_path, "posts") == posts
 
 
 # -- Redis: a real redis-server -----------------------------------------------------------------

@@ -257,8 +257,11 @@ def test_alembic_migrations_run_through_the_dialect(db_path: str, tmp_path: Path
 def test_reflection_temp_tables_and_attached_schemas(db_path: str, tmp_path: Path) -> None:
     """Reflection right after DDL, TEMP tables and ATTACHed schemas, as with sqlite:///;
     onewriter's own table stays out of the listings."""
-    writer = onewriter.connect(db_path, role="standalone")  # it keeps _onewriter_applied
-    writer.close()
+    writer = onewriter.connect(db_path, role="standalone", writes="funnel")
+    try:
+        writer.execute_write("SELECT 1")  # a funnelled write: it makes _onewriter_applied
+    finally:
+        writer.close()
     other = tmp_path / "other.db"
     engine = create_engine(url(db_path))
 

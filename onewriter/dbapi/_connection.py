@@ -40,7 +40,7 @@ _NATIVE_LEVEL: Any = vars(sqlite3.Connection)["isolation_level"]
 #: Levels whose implicit BEGIN runs as BEGIN IMMEDIATE under the turn.
 _DEFERRED_LEVELS = frozenset({"", "DEFERRED"})
 _IMMEDIATE = "IMMEDIATE"
-#: onewriter's own table, left out of dumps (``_engine.py`` keeps exactly-once records).
+#: onewriter's own table, left out of dumps (``_applied.py`` keeps exactly-once records).
 _OWN_TABLE = re.compile(r'(CREATE TABLE (IF NOT EXISTS )?|INSERT INTO )"?_onewriter_')
 
 DATABASE_LIST = "PRAGMA database_list"

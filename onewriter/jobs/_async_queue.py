@@ -7,10 +7,10 @@ from typing import Any
 
 from .._database import AsyncDatabase
 from .._errors import UnknownOp
+from ._async_store import AsyncJobStore
 from ._calls import Call, Calls, unknown_op_hint
 from ._model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION
 from ._queue import SQLITE_READS
-from ._store import AsyncJobStore
 
 
 class AsyncJobQueue(AsyncJobStore):

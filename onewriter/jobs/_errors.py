@@ -20,6 +20,14 @@ class JobNotFound(OneWriterError):
     http_status = 404
 
 
+class JobCancelled(OneWriterError):
+    """The job was cancelled while its worker ran it: the worker should stop (the runner
+    stops the handler); the job has ended as ``cancelled`` and its result is dropped."""
+
+    code = "CANCELLED"
+    http_status = 409
+
+
 class UnsupportedMediaType(OneWriterError):
     """The HTTP service reads JSON bodies only (``Content-Type: application/json``)."""
 

@@ -27,13 +27,15 @@ from .._ops import Ops
 from .._prometheus import CONTENT_TYPE
 from . import _http_models as m
 from ._async_queue import AsyncJobQueue
+from ._async_store import AsyncJobStore
+from ._http_controls import ControlEndpoints
 from ._http_io import Settings, check_auth, error_response, read_body, reply
 from ._http_models import convert, decode
 from ._metrics import HttpMetrics, render
 from ._model import Job
 from ._openapi import ENDPOINTS, Endpoint, openapi_schema
 from ._ops import jobs_ops
-from ._store import AsyncJobStore, is_postgres_url
+from ._store import is_postgres_url
 from ._ui import PAGE
 
 log = logging.getLogger("onewriter.jobs.http")
@@ -57,6 +59,7 @@ class Service:
         self.on_ready = on_ready
         self.metrics = HttpMetrics()
         self._queue: AsyncJobStore | None = None
+        self.controls = ControlEndpoints(lambda: self.queue, self.job_id, self.queue_name)
 
     @property
     def queue(self) -> AsyncJobStore:
@@ -149,13 +152,20 @@ class Service:
     # -- producers -----------------------------------------------------------------------
 
     async def enqueue(self, request: Request, body: m.Enqueue, query: None) -> Response:
-        results = await self.queue.enqueue_many(self.queue_name(request), body.specs())
+        queue, specs, callback = self.queue_name(request), body.specs(), body.callback_spec()
+        callback_id = None
+        if callback is None:
+            results = await self.queue.enqueue_many(queue, specs)
+        else:
+            target = None if isinstance(body.callback_queue, UnsetType) else body.callback_queue
+            batch = await self.queue.enqueue_batch(queue, specs, callback, callback_queue=target)
+            results, callback_id = batch.jobs, batch.callback
         self.metrics.handled("enqueued", sum(r.created for r in results))
         status = 201 if any(r.created for r in results) else 200
         created = [m.Created(id=r.id, created=r.created) for r in results]
         if isinstance(body.jobs, UnsetType):
             return reply(created[0], status)
-        return reply(m.CreatedMany(jobs=created), status)
+        return reply(m.CreatedMany(jobs=created, callback=callback_id), status)
 
     async def get(self, request: Request, body: None, query: m.JobQuery) -> Response:
         job_id = self.job_id(request)
@@ -203,7 +213,13 @@ class Service:
         return reply({"jobs": [j.to_dict() for j in jobs]})
 
     async def heartbeat(self, request: Request, body: m.Heartbeat, query: None) -> Response:
-        until = await self.queue.heartbeat(self.job_id(request), body.token, body.lease)
+        until = await self.queue.heartbeat(
+            self.job_id(request),
+            body.token,
+            body.lease,
+            progress=body.progress,
+            message=body.message,
+        )
         return reply(m.LeaseUntil(lease_until=until))
 
     async def complete(self, request: Request, body: m.Complete, query: None) -> Response:
@@ -266,6 +282,7 @@ class Service:
             "metrics": self.metrics_text,
             "openapi": self.openapi,
             "ui": self.ui,
+            **self.controls.handlers(),
         }
         if set(handlers) != {e.name for e in ENDPOINTS}:
             raise RuntimeError("every endpoint needs exactly one handler")

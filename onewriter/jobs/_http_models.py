@@ -14,7 +14,16 @@ import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from .._errors import BadRequest
-from ._model import BACKOFF_CAP, DEFAULT_BACKOFF, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, Job, NewJob
+from ._model import (
+    BACKOFF_CAP,
+    DEFAULT_BACKOFF,
+    DEFAULT_LEASE,
+    DEFAULT_MAX_ATTEMPTS,
+    MAX_PARENTS,
+    MESSAGE_LIMIT,
+    Job,
+    NewJob,
+)
 
 #: The deepest a payload or result may nest (JSON decoders and encoders recurse).
 MAX_DEPTH = 100
@@ -63,6 +72,15 @@ class JobOptions(_Body):
     backoff: Annotated[
         float, Meta(ge=0, le=BACKOFF_CAP, description="seconds; doubled per attempt, jittered")
     ] = DEFAULT_BACKOFF
+    timeout: (
+        Annotated[float, Meta(gt=0, le=7 * 86400, description="seconds an attempt may run")] | None
+    ) = None
+    depends_on: Annotated[
+        list[JobId], Meta(max_length=MAX_PARENTS, description="jobs that must be done first")
+    ] = []
+    on_parent_failure: Annotated[
+        Literal["cancel", "run"], Meta(description="when a parent ends dead or cancelled")
+    ] = "cancel"
 
     def new_job(self, payload: Raw, what: str) -> NewJob:
         return NewJob(
@@ -76,6 +94,9 @@ class JobOptions(_Body):
             concurrency_key=self.concurrency_key,
             concurrency_limit=self.concurrency_limit,
             backoff=self.backoff,
+            timeout=self.timeout,
+            depends_on=self.depends_on,
+            on_parent_failure=self.on_parent_failure,
         )
 
 
@@ -86,19 +107,31 @@ class NewJobBody(JobOptions, kw_only=True):
 
 
 class Enqueue(JobOptions):
-    """One job (a payload and its options), or a batch: ``{"jobs": [...]}`` alone."""
+    """One job (a payload and its options), or a batch: ``{"jobs": [...]}`` alone, or
+    with a ``callback`` job (to ``callback_queue``) run once all of them have finished."""
 
     payload: JsonValue | UnsetType = UNSET
     jobs: Annotated[list[NewJobBody], Meta(min_length=1, max_length=10_000)] | UnsetType = UNSET
+    callback: NewJobBody | UnsetType = UNSET
+    callback_queue: Name | UnsetType = UNSET
 
     def specs(self) -> list[NewJob]:
         if isinstance(self.jobs, UnsetType):
             if isinstance(self.payload, UnsetType):
                 raise BadRequest("a job needs a payload (or send a batch as {jobs: [...]})")
+            if not isinstance(self.callback, UnsetType):
+                raise BadRequest("a callback goes with a batch: {jobs: [...], callback: {...}}")
             return [self.new_job(self.payload, "$")]
-        if not isinstance(self.payload, UnsetType) or self != Enqueue(jobs=self.jobs):
+        alone = Enqueue(jobs=self.jobs, callback=self.callback, callback_queue=self.callback_queue)
+        if not isinstance(self.payload, UnsetType) or self != alone:
             raise BadRequest("a batch is {jobs: [...]} alone: options go on each job")
         return [job.new_job(job.payload, f"$.jobs[{i}]") for i, job in enumerate(self.jobs)]
+
+    def callback_spec(self) -> NewJob | None:
+        """The batch's callback job, if it has one."""
+        if isinstance(self.callback, UnsetType):
+            return None
+        return self.callback.new_job(self.callback.payload, "$.callback")
 
 
 class Claim(_Body):
@@ -112,8 +145,12 @@ class Claim(_Body):
 
 
 class Heartbeat(_Body):
+    """Extend the lease; with the job's progress (0 to 100) and a short message."""
+
     token: Token
     lease: Lease = DEFAULT_LEASE
+    progress: Annotated[float, Meta(ge=0, le=100)] | None = None
+    message: Annotated[str, Meta(max_length=MESSAGE_LIMIT)] | None = None
 
 
 class Complete(_Body):
@@ -156,6 +193,20 @@ class Requeue(_Body):
     queue: Name | None = None
 
 
+class RateLimitBody(_Body):
+    """At most ``limit`` claims in any ``period`` seconds."""
+
+    limit: Annotated[int, Meta(ge=1, le=2**31 - 1)]
+    period: Annotated[float, Meta(gt=0, le=86400)] = 1.0
+
+
+class QueueConfig(_Body):
+    """A queue's settings to change (those left out stay): ``rate_limit: null`` removes it."""
+
+    paused: bool | UnsetType = UNSET
+    rate_limit: RateLimitBody | UnsetType | None = UNSET
+
+
 # -- query strings -----------------------------------------------------------------------
 
 
@@ -184,8 +235,9 @@ class Created(Struct):
     created: Annotated[bool, Meta(description="false: an unfinished job had the unique key")]
 
 
-class CreatedMany(Struct):
+class CreatedMany(Struct, omit_defaults=True):
     jobs: list[Created]
+    callback: Annotated[int, Meta(description="the batch's callback job")] | None = None
 
 
 class JobList(Struct):
@@ -205,7 +257,17 @@ class CompletedMany(Struct):
 
 
 class Failed(Struct):
-    state: Literal["ready", "dead"]
+    state: Literal["ready", "dead", "cancelled"]
+
+
+class Cancelled(Struct):
+    state: Annotated[
+        str, Meta(description="cancelled, cancelling (running: its worker is told), or final")
+    ]
+
+
+class Retried(Struct):
+    retried: Annotated[bool, Meta(description="false: not dead or cancelled, or key taken")]
 
 
 class Released(Struct):

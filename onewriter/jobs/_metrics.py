@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from .._prometheus import Counters, exposition
+from ._model import STATES
 
 
 class HttpMetrics:
@@ -52,12 +53,16 @@ def _families(stats: dict[str, Any], writer: dict[str, Any] | None) -> Iterator[
     done = GaugeMetricFamily(
         "onewriter_jobs_done_last_minute", "Jobs completed in the last minute.", labels=["queue"]
     )
+    paused = GaugeMetricFamily(
+        "onewriter_jobs_queue_paused", "1 while the queue is paused.", labels=["queue"]
+    )
     for queue, figures in queues.items():
-        for state in ("ready", "running", "done", "dead"):
+        for state in STATES:
             jobs.add_metric([queue, state], figures[state])
         oldest.add_metric([queue], figures["oldest_ready_age"])
         done.add_metric([queue], figures["done_last_minute"])
-    yield from (jobs, oldest, done)
+        paused.add_metric([queue], int(figures["paused"]))
+    yield from (jobs, oldest, done, paused)
     if writer is not None:
         yield CounterMetricFamily(
             "onewriter_writer_commits", "Group commits by the writer.", writer.get("commits", 0)

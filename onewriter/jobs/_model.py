@@ -11,9 +11,9 @@ from typing import Any, Literal, NamedTuple
 
 from .._errors import BadRequest, TooLarge
 
-State = Literal["ready", "running", "done", "dead"]
-STATES: tuple[State, ...] = ("ready", "running", "done", "dead")
-FINISHED: frozenset[str] = frozenset({"done", "dead"})
+State = Literal["waiting", "ready", "running", "done", "dead", "cancelled"]
+STATES: tuple[State, ...] = ("waiting", "ready", "running", "done", "dead", "cancelled")
+FINISHED: frozenset[str] = frozenset({"done", "dead", "cancelled"})
 
 DEFAULT_PAYLOAD_LIMIT = 64 * 1024
 DEFAULT_LEASE = 30.0
@@ -23,6 +23,13 @@ DEFAULT_BACKOFF = 1.0
 BACKOFF_CAP = 3600.0
 #: Finished jobs are kept this long before :meth:`prune` deletes them.
 DEFAULT_RETENTION = 7 * 24 * 3600.0
+#: A job with a ``timeout`` keeps its lease at most this long past it, so that a runner
+#: that died or hung cannot hold it longer than that.
+TIMEOUT_SLACK = 2.0
+MESSAGE_LIMIT = 500
+#: What a job whose parent ended dead or cancelled does: ends cancelled too, or runs.
+ON_PARENT_FAILURE = ("cancel", "run")
+MAX_PARENTS = 10_000
 
 
 def dumps(value: Any) -> str:
@@ -59,10 +66,16 @@ class Job:
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+    timeout: float | None = None
+    progress: float | None = None
+    message: str | None = None
+    cancel_requested: bool = False
+    depends_on: tuple[int, ...] = ()
+    on_parent_failure: str | None = None
 
     @property
     def finished(self) -> bool:
-        """Done or dead: nothing more will happen to it unless requeued."""
+        """Done, dead or cancelled: nothing more will happen to it unless requeued."""
         return self.state in FINISHED
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +101,12 @@ class Job:
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "timeout": self.timeout,
+            "progress": self.progress,
+            "message": self.message,
+            "cancel_requested": self.cancel_requested,
+            "depends_on": list(self.depends_on),
+            "on_parent_failure": self.on_parent_failure,
         }
 
     @classmethod
@@ -95,6 +114,7 @@ class Job:
         """The inverse of :meth:`to_dict` (the HTTP worker reads jobs with it)."""
         values = {name: data[name] for name in _JOB_FIELDS if name in data}
         values["requires"] = tuple(values.get("requires") or ())
+        values["depends_on"] = tuple(values.get("depends_on") or ())
         return cls(**values)
 
 
@@ -124,6 +144,12 @@ def job_from_row(row: Sequence[Any]) -> Job:
         created_at=row[17],
         started_at=row[18],
         finished_at=row[19],
+        timeout=row[20],
+        progress=row[21],
+        message=row[22],
+        cancel_requested=bool(row[23]),
+        depends_on=tuple(json.loads(row[24])) if row[24] else (),
+        on_parent_failure=row[25],
     )
 
 
@@ -136,6 +162,11 @@ class NewJob:
     ``unique_key``, enqueue is idempotent while a job with that key in this queue is not
     finished. With a ``concurrency_key``, at most ``concurrency_limit`` jobs sharing it
     run at once. A failed attempt waits ``backoff * 2^(attempt-1)`` seconds, jittered.
+    With a ``timeout``, the worker runner stops an attempt that runs longer than that
+    many seconds (and its lease ends then, should the runner die or hang). With
+    ``depends_on`` (ids of jobs), it waits until all of them are done; when one ends dead
+    or cancelled, it ends cancelled (``on_parent_failure="cancel"``) or runs all the same
+    once they have all finished (``"run"``).
     """
 
     payload: Any
@@ -148,6 +179,16 @@ class NewJob:
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
     backoff: float = DEFAULT_BACKOFF
+    timeout: float | None = None
+    depends_on: Sequence[int] = field(default_factory=tuple)
+    on_parent_failure: Literal["cancel", "run"] = "cancel"
+
+
+class Batch(NamedTuple):
+    """What :meth:`enqueue_batch` did: each job's outcome, and the callback's id."""
+
+    jobs: list[Enqueued]
+    callback: int
 
 
 class Enqueued(NamedTuple):
@@ -232,11 +273,35 @@ def encode_new_job(job: NewJob, payload_limit: int | None) -> dict[str, Any]:
         "unique_key": _optional_text(job.unique_key, "unique_key"),
         "concurrency_key": concurrency_key,
         "concurrency_limit": limit,
+        "timeout": None if job.timeout is None else _timeout(job.timeout),
+        **_dependencies(job),
     }
 
 
+def _dependencies(job: NewJob) -> dict[str, Any]:
+    parents = job.depends_on
+    if isinstance(parents, str | bytes) or not all(
+        isinstance(p, int) and not isinstance(p, bool) for p in parents
+    ):
+        raise BadRequest("depends_on must be a list of job ids")
+    if len(parents) > MAX_PARENTS:
+        raise BadRequest(f"depends_on takes at most {MAX_PARENTS} ids")
+    if job.on_parent_failure not in ON_PARENT_FAILURE:
+        raise BadRequest(f"on_parent_failure must be one of {', '.join(ON_PARENT_FAILURE)}")
+    if not parents:
+        return {"depends_on": None, "on_parent_failure": None}
+    return {"depends_on": dumps(sorted(set(parents))), "on_parent_failure": job.on_parent_failure}
+
+
+def _timeout(value: Any) -> float:
+    seconds = _number(value, "timeout", minimum=0.001)
+    if seconds > 7 * 86400:
+        raise BadRequest("timeout must be at most a week")
+    return seconds
+
+
 #: Where each job of a batch went: ``(group, position)``, or ``(-1, index)`` for a job
-#: with a unique key (inserted on its own).
+#: with a unique key or parents (inserted on its own).
 Layout = list[tuple[int, int]]
 
 _DEFAULT_OPTIONS: dict[str, Any] = {
@@ -248,6 +313,7 @@ _DEFAULT_OPTIONS: dict[str, Any] = {
     "backoff": DEFAULT_BACKOFF,
     "concurrency_key": None,
     "concurrency_limit": None,
+    "timeout": None,
 }
 _DEFAULT_KEY = tuple(_DEFAULT_OPTIONS.values())
 
@@ -265,12 +331,13 @@ def encode_batch(
     for job in jobs:
         if isinstance(job, NewJob):
             encoded = encode_new_job(job, payload_limit)
-            if encoded["unique_key"] is not None:
+            if encoded["unique_key"] is not None or encoded["depends_on"] is not None:
                 layout.append((-1, len(keyed)))
                 keyed.append(encoded)
                 continue
             payload = encoded.pop("payload")
-            del encoded["unique_key"]
+            for alone in ("unique_key", "depends_on", "on_parent_failure"):
+                del encoded[alone]
             key = tuple(encoded.values())
         else:
             payload = encode_value(job, "payload", payload_limit)
@@ -288,7 +355,7 @@ def encode_batch(
 
 def decode_batch(result: list[Any], layout: Layout) -> list[Enqueued]:
     """The outcome of each job of a batch, in the order given."""
-    group_ids, keyed = result
+    group_ids, keyed = result[0], result[1]
     return [
         Enqueued(int(keyed[i][0]), bool(keyed[i][1])) if g < 0 else Enqueued(group_ids[g][i], True)
         for g, i in layout
@@ -307,3 +374,66 @@ def check_limit(limit: Any, maximum: int = 1000) -> int:
     if value > maximum:
         raise BadRequest(f"limit must be at most {maximum}")
     return value
+
+
+def check_progress(progress: Any, message: Any) -> tuple[float | None, str | None]:
+    """A heartbeat's progress (0 to 100) and short message, checked."""
+    if progress is not None:
+        progress = _number(progress, "progress", minimum=0)
+        if progress > 100:
+            raise BadRequest("progress must be at most 100")
+    if message is not None:
+        if not isinstance(message, str):
+            raise BadRequest("message must be a string")
+        if len(message) > MESSAGE_LIMIT:
+            raise BadRequest(f"message must be at most {MESSAGE_LIMIT} characters")
+    return progress, message
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``limit`` claims of a queue's jobs in any ``period`` seconds."""
+
+    limit: int
+    period: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"limit": self.limit, "period": self.period}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """What is set on a queue: whether it is paused (claims get nothing), and its rate
+    limit. A queue nobody configured is running with no limit."""
+
+    queue: str
+    paused: bool = False
+    rate_limit: RateLimit | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        limit = None if self.rate_limit is None else self.rate_limit.to_dict()
+        return {"queue": self.queue, "paused": self.paused, "rate_limit": limit}
+
+
+def settings_from_row(queue: str, row: Sequence[Any] | None) -> QueueSettings:
+    """Settings from ``(paused, rate_limit, rate_period)`` (``None``: the defaults)."""
+    if row is None:
+        return QueueSettings(queue)
+    paused, limit, period = row
+    rate = None if limit is None else RateLimit(int(limit), float(period))
+    return QueueSettings(queue, bool(paused), rate)
+
+
+def check_rate_limit(limit: Any, period: Any) -> list[Any]:
+    """``[limit, period]`` checked: at least one claim in a positive period."""
+    return [
+        _integer(limit, "rate_limit.limit", minimum=1),
+        _timeout_like(period, "rate_limit.period"),
+    ]
+
+
+def _timeout_like(value: Any, what: str) -> float:
+    seconds = _number(value, what, minimum=0.001)
+    if seconds > 86400:
+        raise BadRequest(f"{what} must be at most one day")
+    return seconds

@@ -16,7 +16,7 @@ import msgspec
 
 from . import _http_models as m
 from ._http_io import OPEN, PRODUCER, WORKER
-from ._model import Job
+from ._model import Job, QueueSettings
 
 BOTH = frozenset({PRODUCER, WORKER})
 _PRODUCER = frozenset({PRODUCER})
@@ -92,7 +92,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         method="POST",
         path="/jobs/{job_id:int}/heartbeat",
         roles=_WORKER,
-        summary="Extend the lease",
+        summary="Extend the lease, with progress; 409 CANCELLED: stop, the job was cancelled",
         body=m.Heartbeat,
         response=m.LeaseUntil,
         errors=(409,),
@@ -125,6 +125,56 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Give the job back now, the attempt not counted",
         body=m.Release,
         response=m.Released,
+    ),
+    Endpoint(
+        name="cancel",
+        method="POST",
+        path="/jobs/{job_id:int}/cancel",
+        roles=_PRODUCER,
+        summary="Cancel: a waiting or ready job at once, a running one at its next heartbeat",
+        response=m.Cancelled,
+        errors=(404,),
+    ),
+    Endpoint(
+        name="retry",
+        method="POST",
+        path="/jobs/{job_id:int}/retry",
+        roles=_PRODUCER,
+        summary="Run a dead or cancelled job again, with fresh attempts",
+        response=m.Retried,
+    ),
+    Endpoint(
+        name="pause",
+        method="POST",
+        path="/queues/{queue}/pause",
+        roles=_PRODUCER,
+        summary="Claims of the queue get nothing until it is resumed (kept across restarts)",
+        response=QueueSettings,
+    ),
+    Endpoint(
+        name="resume",
+        method="POST",
+        path="/queues/{queue}/resume",
+        roles=_PRODUCER,
+        summary="Hand out the queue's jobs again",
+        response=QueueSettings,
+    ),
+    Endpoint(
+        name="queue",
+        method="GET",
+        path="/queues/{queue}",
+        roles=BOTH,
+        summary="The queue's settings: paused, rate limit",
+        response=QueueSettings,
+    ),
+    Endpoint(
+        name="configure_queue",
+        method="PUT",
+        path="/queues/{queue}",
+        roles=_PRODUCER,
+        summary="Pause or resume, set or remove (null) the rate limit",
+        body=m.QueueConfig,
+        response=QueueSettings,
     ),
     Endpoint(
         name="recent",

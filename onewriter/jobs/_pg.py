@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from .._errors import Closed
 from . import _pg_sql as sql
+from ._async_store import AsyncJobStore
 from ._calls import Call, Calls
 from ._model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION
 from ._pg_ops import PG_OPS, Statement, Steps
@@ -33,7 +34,7 @@ from ._pg_run import (
     run,
     run_async,
 )
-from ._store import AsyncJobStore, JobStore, Reads
+from ._store import JobStore, Reads
 
 PG_READS = Reads.of(sql)
 

@@ -18,7 +18,17 @@ from typing import Any, TypeVar
 
 from .._errors import OneWriterError
 from . import _pg_sql as sql
-from ._model import BACKOFF_CAP
+from ._cron import next_time
+from ._dependencies import (
+    FAILED,
+    RESOLVE_ROUNDS,
+    RESOLVE_STEP,
+    batch_parents,
+    job_values,
+    parents_of,
+    place,
+)
+from ._model import BACKOFF_CAP, TIMEOUT_SLACK
 
 T = TypeVar("T")
 
@@ -47,8 +57,13 @@ _ROW_CONCURRENCY_LIMIT = 11
 _KEYED_TRIES = 5
 
 
-#: The schema's statements (its only semicolons end statements).
-_SCHEMA_STATEMENTS = [s.strip() for s in sql.SCHEMA.split(";") if s.strip()]
+def _split(script: str) -> list[str]:
+    """A script's statements (its only semicolons end statements)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+_SCHEMA_STATEMENTS = _split(sql.SCHEMA)
+_MIGRATIONS = {version: _split(script) for version, script in sql.MIGRATIONS.items()}
 
 
 def _claim_order(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -61,19 +76,36 @@ def _array(json_text: str | None) -> list[Any] | None:
 
 
 def setup() -> Steps[int]:
-    """Create the tables and indexes if missing; how many statements ran."""
+    """Create the tables and indexes if missing, and bring an older schema to the current
+    version (version 1 had no version table); the version."""
     yield Statement(sql.SETUP_LOCK, {})
-    if (yield Statement(sql.SCHEMA_PRESENT, {})).rows[0][0]:
-        return 0
-    for statement in _SCHEMA_STATEMENTS:
-        yield Statement(statement, {})
-    return len(_SCHEMA_STATEMENTS)
+    present, versioned = (yield Statement(sql.SCHEMA_PRESENT, {})).rows[0]
+    version = 0
+    if not present:
+        for statement in _SCHEMA_STATEMENTS:
+            yield Statement(statement, {})
+        version = 1
+    elif not versioned:
+        version = 1
+    else:
+        version = int((yield Statement(sql.SCHEMA_VERSION, {})).rows[0][0])
+    for later in sorted(v for v in _MIGRATIONS if v > version):
+        for statement in _MIGRATIONS[later]:
+            yield Statement(statement, {})
+        version = later
+    return version
 
 
-def enqueue(queue: str, groups: list[list[Any]], keyed: list[dict[str, Any]]) -> Steps[list[Any]]:
-    """Insert ``groups`` of ``[options, payloads_json]`` (one statement each) and ``keyed``
-    jobs one by one; ``[ids_per_group, [[id, created], ...]]``, as the SQLite op."""
-    alone = len(groups) == 1 and not keyed
+def enqueue(
+    queue: str,
+    groups: list[list[Any]],
+    keyed: list[dict[str, Any]],
+    callback: dict[str, Any] | None = None,
+) -> Steps[list[Any]]:
+    """Insert ``groups`` of ``[options, payloads_json]`` (one statement each), ``keyed``
+    jobs one by one, then the batch's ``callback``; ``[ids_per_group, [[id, created],
+    ...]]`` and the callback's id, as the SQLite op."""
+    alone = len(groups) == 1 and not keyed and callback is None
     group_ids = []
     for options, payloads in groups:
         params = {
@@ -87,14 +119,31 @@ def enqueue(queue: str, groups: list[list[Any]], keyed: list[dict[str, Any]]) ->
     outcomes = []
     for job in keyed:
         outcomes.append((yield from _insert_keyed(queue, job)))
-    return [group_ids, outcomes]
+    if callback is None:
+        return [group_ids, outcomes]
+    job = {**callback, "depends_on": batch_parents(group_ids, outcomes)}
+    return [group_ids, outcomes, (yield from _insert_keyed(callback["queue"], job))[0]]
 
 
 def _insert_keyed(queue: str, job: dict[str, Any]) -> Steps[list[Any]]:
-    params = {**job, "requires": _array(job["requires"]), "queue": queue}
+    """One job with a unique key or parents."""
+    parents = parents_of(job)
+    placement = None
+    if parents:
+        rows = (yield Statement(sql.PARENT_STATES, {"ids": parents})).rows
+        placement = place(parents, dict(rows), job["on_parent_failure"])
+    params = {
+        **job,
+        **job_values(placement),
+        "requires": _array(job["requires"]),
+        "depends_on": parents or None,
+        "queue": queue,
+    }
     for _ in range(_KEYED_TRIES):
         inserted = (yield Statement(sql.ENQUEUE, params)).rows[0][0]
         if inserted is not None:
+            if placement is not None and placement.open:
+                yield Statement(sql.DEPEND, {"parents": placement.open, "child": inserted})
             return [inserted, True]
         existing = yield Statement(sql.UNFINISHED_BY_KEY, params)
         if existing.rows:
@@ -103,14 +152,65 @@ def _insert_keyed(queue: str, job: dict[str, Any]) -> Steps[list[Any]]:
 
 
 def claim(queue: str, worker: str, caps: str, limit: int, lease: float) -> Steps[list[Any]]:
-    """Return expired leases, fire due schedules, then lease up to ``limit`` jobs."""
-    yield Statement(sql.HOUSEKEEPING, {"cap": BACKOFF_CAP})
+    """Return expired leases, fire due schedules, then lease up to ``limit`` jobs (fewer
+    when the queue's rate limit says so)."""
+    housekeeping = yield Statement(sql.HOUSEKEEPING, {"cap": BACKOFF_CAP, "queue": queue})
+    reaped, _, _, resolvable, cron_due = housekeeping.rows[0]
+    if cron_due:
+        yield from _fire_cron()
+    if resolvable or reaped:  # a job reaped by that statement may be a parent it missed
+        yield from _resolve()
+    rate_limited = housekeeping.rows[0][2] is not None
+    if rate_limited:
+        limit = yield from _rate_allows(queue, limit)
+        if limit <= 0:
+            return []
     params = {"queue": queue, "worker": worker, "caps": caps, "limit": limit}
-    rows = (yield Statement(sql.CLAIM, {**params, "lease": lease})).rows
+    rows = (yield Statement(sql.CLAIM, {**params, "lease": lease, "slack": TIMEOUT_SLACK})).rows
     if any(row[_ROW_CONCURRENCY_KEY] is not None for row in rows):
         rows = yield from _within_concurrency_limits(rows)
+    if rate_limited and rows:
+        yield Statement(sql.RATE_RECORD, {"queue": queue, "n": len(rows)})
     rows.sort(key=_claim_order)
     return rows
+
+
+def _fire_cron() -> Steps[int]:
+    """Fire the due cron schedules this transaction could lock (each row stays locked
+    until it commits, moved to its next time: one job per time, whatever the number of
+    instances)."""
+    due = (yield Statement(sql.DUE_CRON, {})).rows
+    for name, cron, tz, now in due:
+        yield Statement(sql.FIRE_CRON, {"name": name, "next_at": next_time(cron, tz, now)})
+    return len(due)
+
+
+def _resolve() -> Steps[int]:
+    """Count waiting jobs down for their parents that finished (see ``_dependencies``)."""
+    resolved = 0
+    for _ in range(RESOLVE_ROUNDS):
+        rows = (yield Statement(sql.RESOLVABLE, {"limit": RESOLVE_STEP})).rows
+        if rows:
+            parents, children = [r[0] for r in rows], [r[1] for r in rows]
+            yield Statement(sql.RESOLVED, {"parents": parents, "children": children})
+        for parent, child, state in rows:
+            params = {"parent": parent, "child": child, "parent_state": state}
+            yield Statement(sql.RESOLVE_CHILD, {**params, "failed": state in FAILED})
+        resolved += len(rows)
+        if len(rows) < RESOLVE_STEP:
+            break
+    return resolved
+
+
+def _rate_allows(queue: str, wanted: int) -> Steps[int]:
+    """How many jobs this claim may take: the queue's settings row stays locked until
+    the claim commits, so claims of a rate-limited queue count and record in turn."""
+    locked = (yield Statement(sql.LOCK_RATE, {"queue": queue})).rows
+    if not locked or locked[0][0] is None:
+        return wanted  # the limit was removed meanwhile
+    limit, period = locked[0]
+    used = (yield Statement(sql.RATE_USED, {"queue": queue, "period": period})).rows[0][0]
+    return min(wanted, int(limit) - int(used))
 
 
 def _within_concurrency_limits(rows: list[tuple[Any, ...]]) -> Steps[list[tuple[Any, ...]]]:
@@ -137,15 +237,27 @@ def _within_concurrency_limits(rows: list[tuple[Any, ...]]) -> Steps[list[tuple[
     return [row for row in rows if row[0] not in released]
 
 
-def heartbeat(id: int, token: str, lease: float) -> Steps[float | None]:
-    params = {"id": id, "token": token, "lease": lease}
+def heartbeat(
+    id: int, token: str, lease: float, progress: float | None = None, message: str | None = None
+) -> Steps[float | str | None]:
+    params = {
+        "id": id,
+        "token": token,
+        "lease": lease,
+        "progress": progress,
+        "message": message,
+        "slack": TIMEOUT_SLACK,
+    }
     result = yield Statement(sql.HEARTBEAT, params, alone=True)
-    return None if not result.rows else float(result.rows[0][0])
+    if not result.rows:
+        return None
+    until, state = result.rows[0]
+    return "cancelled" if state == "cancelled" else float(until)
 
 
 def complete(items: str) -> Steps[list[list[Any]]]:
-    """``items`` is a JSON array of ``[id, token, result_json]``; the ``[id, token]``
-    pairs whose token held."""
+    """``items`` is a JSON array of ``[id, token, result_json]``; the ``[id, token,
+    state]`` of the pairs whose token held (as the SQLite op)."""
     decoded = json.loads(items)
     params = {
         "ids": [item[0] for item in decoded],
@@ -153,7 +265,35 @@ def complete(items: str) -> Steps[list[list[Any]]]:
         "results": [item[2] for item in decoded],
     }
     rows = (yield Statement(sql.COMPLETE, params, alone=True)).rows
-    return [[row[0], row[1]] for row in rows]
+    return [[row[0], row[1], row[2]] for row in rows]
+
+
+def cancel(id: int) -> Steps[str | None]:
+    """As the SQLite op: the state the job is in, ``"cancelling"``, or ``None``."""
+    rows = (yield Statement(sql.CANCEL, {"id": id}, alone=True)).rows
+    if not rows:
+        return None
+    state, requested = rows[0]
+    return "cancelling" if state == "running" and requested else str(state)
+
+
+def retry(id: int) -> Steps[str | None]:
+    rows = (yield Statement(sql.RETRY, {"id": id}, alone=True)).rows
+    return None if not rows else str(rows[0][0])
+
+
+def configure(
+    queue: str, paused: bool | None, rate_limit: list[Any] | None, set_rate_limit: bool
+) -> Steps[list[Any]]:
+    limit, period = rate_limit if rate_limit is not None else (None, None)
+    params = {
+        "queue": queue,
+        "paused": paused,
+        "limit": limit,
+        "period": period,
+        "set_rate": set_rate_limit,
+    }
+    return list((yield Statement(sql.CONFIGURE, params, alone=True)).rows[0])
 
 
 def fail(id: int, token: str, error: str, retry: bool) -> Steps[list[Any] | None]:
@@ -184,8 +324,20 @@ def prune(retention: float, limit: int) -> Steps[int]:
     return (yield Statement(sql.PRUNE, params, alone=True)).rowcount
 
 
-def schedule(name: str, queue: str, payload: str, every: float, options: str) -> Steps[float]:
+def schedule(
+    name: str,
+    queue: str,
+    payload: str,
+    every: float | None,
+    options: str,
+    cron: str | None = None,
+    tz: str | None = None,
+) -> Steps[float]:
     job = json.loads(options)
+    next_at = None
+    if cron is not None:  # computed here, from the server's clock
+        now = (yield Statement(sql.SERVER_TIME, {})).rows[0][0]
+        next_at = next_time(cron, tz or "UTC", now)
     params = {
         **job,
         "requires": _array(job["requires"]),
@@ -193,8 +345,12 @@ def schedule(name: str, queue: str, payload: str, every: float, options: str) ->
         "queue": queue,
         "payload": payload,
         "every": every,
+        "cron": cron,
+        "tz": tz,
+        "next_at": next_at,
     }
-    return float((yield Statement(sql.SCHEDULE, params, alone=True)).rows[0][0])
+    result = yield Statement(sql.SCHEDULE, params, alone=cron is None)
+    return float(result.rows[0][0])
 
 
 def unschedule(name: str) -> Steps[bool]:
@@ -202,9 +358,12 @@ def unschedule(name: str) -> Steps[bool]:
 
 
 def maintain(retention: float, limit: int) -> Steps[dict[str, int]]:
-    reaped, fired = (yield Statement(sql.HOUSEKEEPING, {"cap": BACKOFF_CAP})).rows[0]
+    housekeeping = yield Statement(sql.HOUSEKEEPING, {"cap": BACKOFF_CAP, "queue": None})
+    reaped, fired, _, resolvable, cron_due = housekeeping.rows[0]
+    fired += (yield from _fire_cron()) if cron_due else 0
+    resolved = (yield from _resolve()) if resolvable or reaped else 0
     pruned = (yield Statement(sql.PRUNE, {"retention": retention, "limit": limit})).rowcount
-    return {"reaped": int(reaped), "fired": int(fired), "pruned": pruned}
+    return {"reaped": int(reaped), "fired": int(fired), "resolved": resolved, "pruned": pruned}
 
 
 #: The PostgreSQL twin of each op of ``jobs_ops``, by op name.
@@ -222,4 +381,7 @@ PG_OPS: dict[str, Callable[..., Steps[Any]]] = {
     "jobs_schedule": schedule,
     "jobs_unschedule": unschedule,
     "jobs_maintain": maintain,
+    "jobs_cancel": cancel,
+    "jobs_retry": retry,
+    "jobs_configure": configure,
 }

@@ -55,13 +55,13 @@ def unavailable_on_connection_errors() -> Iterator[None]:
         raise WriterUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
 
 
-def _execute(conn: psycopg.Connection[TupleRow], statement: Statement) -> Result:
+def _execute(conn: psycopg.Connection[Any], statement: Statement) -> Result:
     cursor = conn.execute(statement.sql, statement.params)
     rows = cursor.fetchall() if cursor.description is not None else []
     return Result(rows, cursor.rowcount)
 
 
-async def _execute_async(conn: psycopg.AsyncConnection[TupleRow], statement: Statement) -> Result:
+async def _execute_async(conn: psycopg.AsyncConnection[Any], statement: Statement) -> Result:
     cursor = await conn.execute(statement.sql, statement.params)
     rows = await cursor.fetchall() if cursor.description is not None else []
     return Result(rows, cursor.rowcount)
@@ -101,6 +101,23 @@ async def _drive_async(conn: psycopg.AsyncConnection[TupleRow], steps: Steps[T])
         async with conn.transaction():
             while isinstance(step, Statement):
                 step = _advance(steps, await _execute_async(conn, step))
+    return step.value
+
+
+def run_on(conn: psycopg.Connection[Any], steps: Steps[T]) -> T:
+    """Run a write's statements on the caller's connection, inside whatever transaction
+    the caller has open (it commits or rolls back; nothing is retried here)."""
+    step = _advance(steps, None)
+    while isinstance(step, Statement):
+        step = _advance(steps, _execute(conn, step))
+    return step.value
+
+
+async def run_on_async(conn: psycopg.AsyncConnection[Any], steps: Steps[T]) -> T:
+    """The asyncio twin of :func:`run_on`."""
+    step = _advance(steps, None)
+    while isinstance(step, Statement):
+        step = _advance(steps, await _execute_async(conn, step))
     return step.value
 
 

@@ -8,16 +8,27 @@ from collections.abc import Iterable
 from functools import cache
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from .._errors import ERRORS_BY_CODE, OneWriterError, WriterUnavailable
-from ._errors import JobNotFound, LeaseLost, UnsupportedMediaType
-from ._model import DEFAULT_LEASE, Enqueued, Job, NewJob, State
+from ._errors import JobCancelled, JobNotFound, LeaseLost, UnsupportedMediaType
+from ._model import (
+    DEFAULT_LEASE,
+    Batch,
+    Enqueued,
+    Job,
+    NewJob,
+    QueueSettings,
+    State,
+    settings_from_row,
+)
 
 _CODES: dict[str, type[OneWriterError]] = {
     **ERRORS_BY_CODE,
     LeaseLost.code: LeaseLost,
+    JobCancelled.code: JobCancelled,
     JobNotFound.code: JobNotFound,
     UnsupportedMediaType.code: UnsupportedMediaType,
 }
@@ -43,8 +54,17 @@ def _spec(job: NewJob | Any) -> dict[str, Any]:
         "concurrency_key": job.concurrency_key,
         "concurrency_limit": job.concurrency_limit,
         "backoff": job.backoff,
+        "timeout": job.timeout,
+        "depends_on": list(job.depends_on) or None,
+        "on_parent_failure": job.on_parent_failure if job.depends_on else None,
     }
     return {k: v for k, v in data.items() if v is not None}
+
+
+def _settings(data: dict[str, Any]) -> QueueSettings:
+    rate = data.get("rate_limit")
+    limit, period = (None, None) if rate is None else (rate["limit"], rate["period"])
+    return settings_from_row(data["queue"], (data["paused"], limit, period))
 
 
 class RemoteQueue:
@@ -160,6 +180,46 @@ class RemoteQueue:
             body["queue"] = queue
         return int((await self._call("POST", "/dead/requeue", body))["requeued"])
 
+    async def enqueue_batch(
+        self,
+        queue: str,
+        jobs: Iterable[NewJob | Any],
+        callback: NewJob,
+        *,
+        callback_queue: str | None = None,
+    ) -> Batch:
+        """Add jobs and a callback run once all have finished, in one request."""
+        body: dict[str, Any] = {"jobs": [_spec(job) for job in jobs], "callback": _spec(callback)}
+        if callback_queue is not None:
+            body["callback_queue"] = callback_queue
+        result = await self._call("POST", f"/queues/{quote(queue, safe='')}/jobs", body)
+        enqueued = [Enqueued(int(r["id"]), bool(r["created"])) for r in result["jobs"]]
+        return Batch(enqueued, int(result["callback"]))
+
+    async def cancel(self, job_id: int) -> str:
+        """Cancel a job; its state, or ``"cancelling"`` while its worker is told."""
+        return str((await self._call("POST", f"/jobs/{job_id}/cancel"))["state"])
+
+    async def retry(self, job_id: int) -> bool:
+        """Run a dead or cancelled job again; whether it moved."""
+        return bool((await self._call("POST", f"/jobs/{job_id}/retry"))["retried"])
+
+    async def pause(self, queue: str) -> QueueSettings:
+        return _settings(await self._call("POST", f"/queues/{quote(queue, safe='')}/pause"))
+
+    async def resume(self, queue: str) -> QueueSettings:
+        return _settings(await self._call("POST", f"/queues/{quote(queue, safe='')}/resume"))
+
+    async def set_rate_limit(
+        self, queue: str, limit: int | None, period: float = 1.0
+    ) -> QueueSettings:
+        rate = None if limit is None else {"limit": limit, "period": period}
+        body = {"rate_limit": rate}
+        return _settings(await self._call("PUT", f"/queues/{quote(queue, safe='')}", body))
+
+    async def queue_settings(self, queue: str) -> QueueSettings:
+        return _settings(await self._call("GET", f"/queues/{quote(queue, safe='')}"))
+
     # -- workers -------------------------------------------------------------------------
 
     async def claim(
@@ -184,8 +244,21 @@ class RemoteQueue:
         data = await self._call("POST", f"/queues/{queue}/claim", body, timeout=self.timeout + wait)
         return [Job.from_dict(j) for j in data["jobs"]]
 
-    async def heartbeat(self, job_id: int, token: str, lease: float = DEFAULT_LEASE) -> float:
-        body = {"token": token, "lease": lease}
+    async def heartbeat(
+        self,
+        job_id: int,
+        token: str,
+        lease: float = DEFAULT_LEASE,
+        *,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> float:
+        """Extend the lease, with progress if given (``CANCELLED``: stop working on it)."""
+        body: dict[str, Any] = {"token": token, "lease": lease}
+        if progress is not None:
+            body["progress"] = progress
+        if message is not None:
+            body["message"] = message
         data = await self._call("POST", f"/jobs/{job_id}/heartbeat", body)
         return float(data["lease_until"])
 

@@ -1,6 +1,8 @@
 """The worker runner: claims in batches, runs handlers (sync or async), heartbeats long
-jobs, completes or fails them, backs off when idle or when the queue is unreachable,
-and on stop finishes what it holds within a grace period and releases the rest.
+jobs (with the progress handlers report), completes or fails them, stops a handler whose
+job was cancelled or ran past its timeout, backs off when idle or when the queue is
+unreachable, and on stop finishes what it holds within a grace period and releases the
+rest.
 
 It drives any :class:`Source`: a job store in process (any
 :class:`~onewriter.jobs.AsyncJobStore`: SQLite or PostgreSQL), or a
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 from collections.abc import Callable, Iterable
@@ -19,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .._errors import OneWriterError
-from ._errors import LeaseLost
+from ._attempt import Attempt, JobStopped
+from ._errors import JobCancelled, LeaseLost
 from ._model import DEFAULT_LEASE, Job
 
 log = logging.getLogger("onewriter.jobs.worker")
@@ -27,6 +31,8 @@ log = logging.getLogger("onewriter.jobs.worker")
 Handler = Callable[[Job], Any]
 
 _MAX_BACKOFF = 5.0
+#: The shortest time between two heartbeats of one job (progress reports hasten them).
+_PROGRESS_GAP = 0.2
 
 
 class PermanentError(Exception):
@@ -47,7 +53,15 @@ class Source(Protocol):
         wait: float = 0.0,
     ) -> list[Job]: ...
 
-    async def heartbeat(self, job_id: int, token: str, lease: float = DEFAULT_LEASE) -> float: ...
+    async def heartbeat(
+        self,
+        job_id: int,
+        token: str,
+        lease: float = DEFAULT_LEASE,
+        *,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> float: ...
 
     async def complete_many(self, items: Iterable[tuple[int, str, Any]]) -> list[bool]: ...
 
@@ -79,6 +93,10 @@ class WorkerStats:
     failed: int = 0
     lease_lost: int = 0
     released: int = 0
+    cancelled: int = 0
+    """Jobs cancelled while they ran (their handlers were stopped)."""
+    timed_out: int = 0
+    """Attempts stopped past their job's timeout (counted in ``failed`` too)."""
     errors: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -88,6 +106,8 @@ class WorkerStats:
             "failed": self.failed,
             "lease_lost": self.lease_lost,
             "released": self.released,
+            "cancelled": self.cancelled,
+            "timed_out": self.timed_out,
             "errors": dict(self.errors),
         }
 
@@ -262,11 +282,19 @@ class Worker:
         self.stats.released += sum(released)
 
     async def _run_one(self, job: Job) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat(job))
+        attempt = Attempt(job, asyncio.get_running_loop())
+        handler = self._start_handler(job, attempt)
+        heartbeat = asyncio.create_task(self._heartbeat(job, attempt))
         try:
             try:
-                result = await self._call_handler(job)
+                stopped = await self._watch(job, attempt, handler, heartbeat)
+                if stopped is not None:
+                    await self._stopped(job, stopped)
+                    return
+                result = handler.result()
             except asyncio.CancelledError:
+                handler.cancel()
+                attempt.stop_thread()
                 raise
             except Exception as exc:
                 await self._fail(job, exc)
@@ -283,42 +311,106 @@ class Worker:
                 self.stats.completed += 1
             else:
                 self.stats.lease_lost += 1
-                log.warning("job %d finished after its lease was lost; result dropped", job.id)
+                log.warning(
+                    "job %d finished after it was cancelled or lost; result dropped", job.id
+                )
         finally:
             self._running.pop(job.id, None)
 
-    async def _call_handler(self, job: Job) -> Any:
+    def _start_handler(self, job: Job, attempt: Attempt) -> asyncio.Task[Any]:
+        context = contextvars.copy_context()
+        context.run(attempt.bind)
+        return asyncio.create_task(self._call_handler(job, attempt), context=context)
+
+    async def _call_handler(self, job: Job, attempt: Attempt) -> Any:
         if self._executor is None:
             return await self.handler(job)
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._executor, self.handler, job)
+        result = await loop.run_in_executor(self._executor, attempt.run_in_thread, self.handler)
         if inspect.isawaitable(result):
             result = await result
         return result
+
+    async def _watch(
+        self, job: Job, attempt: Attempt, handler: asyncio.Task[Any], heartbeat: asyncio.Task[str]
+    ) -> str | None:
+        """Wait for the handler to return, unless the job is cancelled (the heartbeat says
+        so) or runs past its timeout: then stop the handler, wait for it to end, and say
+        why (``"cancelled"``, ``"timeout"``)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if job.timeout is None else loop.time() + job.timeout
+        watched: set[asyncio.Future[Any]] = {handler, heartbeat}
+        while not handler.done():
+            left = None if deadline is None else max(deadline - loop.time(), 0)
+            await asyncio.wait(watched, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if handler.done():
+                break
+            if heartbeat.done() and heartbeat.result() != "cancelled":
+                watched = {handler}  # lease lost: the handler goes on, its result dropped
+                continue
+            reason = "cancelled" if heartbeat.done() else "timeout"
+            if deadline is not None and reason == "timeout" and loop.time() < deadline:
+                continue
+            handler.cancel()
+            attempt.stop_thread()
+            with contextlib.suppress(asyncio.CancelledError, JobStopped, Exception):
+                await handler
+            return reason
+        return None
+
+    async def _stopped(self, job: Job, reason: str) -> None:
+        if reason == "cancelled":
+            self.stats.cancelled += 1
+            log.info("job %d was cancelled; its handler was stopped", job.id)
+            return
+        self.stats.timed_out += 1
+        await self._fail(
+            job, TimeoutError(f"the handler ran past the job's timeout of {job.timeout:g} s")
+        )
 
     async def _fail(self, job: Job, exc: Exception) -> None:
         assert job.token is not None
         retry = not isinstance(exc, PermanentError)
         error = f"{type(exc).__name__}: {exc}"
         try:
-            await self.source.fail(job.id, job.token, error, retry=retry)
-            self.stats.failed += 1
+            state = await self.source.fail(job.id, job.token, error, retry=retry)
+            if state == "cancelled":  # asked for meanwhile: it ends so, not retried
+                self.stats.cancelled += 1
+            else:
+                self.stats.failed += 1
         except LeaseLost:
             self.stats.lease_lost += 1
+        except JobCancelled:
+            self.stats.cancelled += 1
         except OneWriterError as fail_error:
             _count(self.stats, fail_error)
             log.warning("recording the failure of job %d failed: %s", job.id, fail_error)
 
-    async def _heartbeat(self, job: Job) -> None:
+    async def _heartbeat(self, job: Job, attempt: Attempt) -> str:
+        """Heartbeat every third of the lease, sooner (but at most every
+        ``_PROGRESS_GAP``) when the handler reported progress. Returns ``"cancelled"``
+        when the job was cancelled, ``"lost"`` when the lease is."""
         assert job.token is not None
         every = max(self.options.lease / 3, 0.01)
+        gap = min(_PROGRESS_GAP, every)
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(gap)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(attempt.reported.wait(), every - gap)
+            attempt.reported.clear()
             try:
-                await self.source.heartbeat(job.id, job.token, self.options.lease)
+                await self.source.heartbeat(
+                    job.id,
+                    job.token,
+                    self.options.lease,
+                    progress=attempt.progress,
+                    message=attempt.message,
+                )
+            except JobCancelled:
+                return "cancelled"
             except LeaseLost:
                 log.warning("job %d: lease lost while running", job.id)
-                return
+                return "lost"
             except OneWriterError as exc:
                 _count(self.stats, exc)
 

@@ -1,0 +1,18 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    initial = True
+    dependencies: list[tuple[str, str]] = []
+
+    operations = [
+        migrations.CreateModel(
+            name="Counter",
+            fields=[
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("name", models.SlugField(unique=True)),
+                ("value", models.IntegerField(default=0)),
+                ("updated", models.DateTimeField(auto_now=True)),
+            ],
+        ),
+    ]

@@ -1,0 +1,97 @@
+"""Enqueue in the caller's own transaction, beside the application's writes: a job for
+a row that was rolled back never exists, and a committed row always has its job.
+
+On SQLite, call :func:`enqueue_in` from inside one of your registered ops with the op's
+``conn`` (the op runs on the writer, in its transaction). On PostgreSQL, call it with a
+psycopg connection inside your transaction (:func:`enqueue_in_async` for an
+``AsyncConnection``). The queue's tables must exist (any queue object creates them).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .._errors import BadRequest
+from . import _ops as ops
+from . import _sql as sql
+from ._calls import check_parents, parents_params
+from ._model import DEFAULT_PAYLOAD_LIMIT, Enqueued, NewJob, check_queue_name, decode_batch
+from ._model import encode_batch as _encode
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def enqueue_in(
+    conn: sqlite3.Connection | psycopg.Connection[Any],
+    queue: str,
+    payload: Any,
+    *,
+    payload_limit: int | None = DEFAULT_PAYLOAD_LIMIT,
+    **options: Any,
+) -> int:
+    """Add a job in ``conn``'s transaction (options as for ``enqueue``); its id."""
+    job = NewJob(payload=payload, **options)
+    return enqueue_many_in(conn, queue, [job], payload_limit=payload_limit)[0].id
+
+
+def enqueue_many_in(
+    conn: sqlite3.Connection | psycopg.Connection[Any],
+    queue: str,
+    jobs: Iterable[NewJob | Any],
+    *,
+    payload_limit: int | None = DEFAULT_PAYLOAD_LIMIT,
+) -> list[Enqueued]:
+    """Add many jobs in ``conn``'s transaction."""
+    chosen = list(jobs)
+    groups, keyed, layout = _encode(chosen, payload_limit)
+    name = check_queue_name(queue)
+    parents = parents_params(chosen)
+    if isinstance(conn, sqlite3.Connection):
+        if not conn.in_transaction:
+            raise BadRequest("enqueue_in needs the conn of a running op (inside its transaction)")
+        if parents is not None:
+            check_parents(parents, conn.execute(sql.EXISTING, parents).fetchall())
+        return decode_batch(ops.jobs_enqueue(conn, name, groups, keyed), layout)
+    from . import _pg_sql as pg_sql
+    from ._pg_ops import enqueue
+    from ._pg_run import run_on
+
+    _check_pg_transaction(conn.info.transaction_status, conn.autocommit)
+    if parents is not None:
+        check_parents(parents, conn.execute(pg_sql.EXISTING, parents).fetchall())
+    return decode_batch(run_on(conn, enqueue(name, groups, keyed)), layout)
+
+
+async def enqueue_in_async(
+    conn: psycopg.AsyncConnection[Any],
+    queue: str,
+    payload: Any,
+    *,
+    payload_limit: int | None = DEFAULT_PAYLOAD_LIMIT,
+    **options: Any,
+) -> int:
+    """Add a job in the transaction of a psycopg ``AsyncConnection``; its id."""
+    from . import _pg_sql as pg_sql
+    from ._pg_ops import enqueue
+    from ._pg_run import run_on_async
+
+    job = NewJob(payload=payload, **options)
+    groups, keyed, layout = _encode([job], payload_limit)
+    _check_pg_transaction(conn.info.transaction_status, conn.autocommit)
+    if (parents := parents_params([job])) is not None:
+        cursor = await conn.execute(pg_sql.EXISTING, parents)
+        check_parents(parents, await cursor.fetchall())
+    result = await run_on_async(conn, enqueue(check_queue_name(queue), groups, keyed))
+    return decode_batch(result, layout)[0].id
+
+
+def _check_pg_transaction(status: Any, autocommit: bool) -> None:
+    """An autocommit connection outside ``conn.transaction()`` would commit each
+    statement on its own: not the caller's transaction at all."""
+    from psycopg import pq
+
+    if autocommit and status == pq.TransactionStatus.IDLE:
+        raise BadRequest("enqueue_in needs a connection inside a transaction (conn.transaction())")
