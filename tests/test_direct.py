@@ -298,8 +298,12 @@ def test_threads_each_write_on_their_own_connection(db_path: str, direct: Any) -
     db = direct()
     db.write(insert_number, worker=0, n=0)
 
+    all_open = threading.Barrier(4)
+
     def work() -> None:
-        for _ in range(200):
+        db.write(increment)
+        all_open.wait(30)  # every thread has its connection before any of them ends
+        for _ in range(199):
             db.write(increment)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
