@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from chaos_client import ChaosRun, Mode, Outcome, percentile
 
-TARGET = "Target from issue 3: lost 0, duplicated 0, failover pause p99 under 500 ms."
+TARGET = "Target: lost 0, duplicated 0, failover pause p99 under 500 ms."
 
 NOTES = """Each mode runs 3 sync client processes and 2 asyncio ones (8 writes in flight
 each), writing keys into a UNIQUE column through an op that returns the row id and the

@@ -56,7 +56,7 @@ def insert_rows(conn: sqlite3.Connection, producer: int, first: int, count: int)
     )
 
 
-TARGETS = """Targets from issue 6: the Redis path at least 100,000 acknowledged rows/s and the
+TARGETS = """Targets: the Redis path at least 100,000 acknowledged rows/s and the
 TCP path at least 100,000 acknowledged rows/s pipelined, both more than twice the published
 45K records/s (a Go Redis-list consumer in production), every row exactly once. Measured
 here before any code: producers pipelining into a Redis list and one consumer popping 500

@@ -3,7 +3,7 @@
 ::
 
     OneWriterError                 (any error raised by onewriter)
-    ├── WriteError                 (the codes of the write path, DESIGN.md)
+    ├── WriteError                 (the codes of the write path, docs/api.md)
     │   ├── QueueFull              QUEUE_FULL          503
     │   ├── ClientTimeout          CLIENT_TIMEOUT      504
     │   ├── DeadlineExceeded       TIMEOUT             504

@@ -12,7 +12,7 @@ import pytest
 import onewriter
 from onewriter._errors import ERRORS_BY_CODE, error_from_wire
 
-#: DESIGN.md's table of error codes and their HTTP statuses.
+#: The table of error codes (docs/api.md) and their HTTP statuses.
 DESIGN_CODES = {
     "QUEUE_FULL": 503,
     "CLIENT_TIMEOUT": 504,

@@ -1,7 +1,7 @@
 """The posts API: a small Starlette app whose every answer names the worker pid.
 
 Reads go to the worker's reader pool, writes to the store's write path. Errors are JSON
-``{"error": {"code", "message"}}`` with the status of their code (DESIGN.md's table for
+``{"error": {"code", "message"}}`` with the status of their code (docs/api.md's table for
 onewriter's codes; 400/422 for bad input, 404 for a missing post).
 """
 
