@@ -1,8 +1,7 @@
 """The example's routes."""
 
-from django.urls import path
-
 from counters import views
+from django.urls import path
 
 urlpatterns = [
     path("counters/", views.counter_list),
