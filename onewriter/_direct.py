@@ -214,7 +214,7 @@ class DirectWriter:
             self._request_timeout, limit=self._transaction_timeout, interrupt=line.interrupt
         )
         try:
-            self.turn_wait_ms.add(turn.waited_ms)
+            self.turn_wait_ms.add(hold.waited_ms)
             if not self._migrated:
                 self._migrate(conn)
             try:
@@ -268,7 +268,7 @@ class DirectWriter:
             self._request_timeout, limit=self._transaction_timeout, interrupt=line.interrupt
         )
         try:
-            self.turn_wait_ms.add(turn.waited_ms)
+            self.turn_wait_ms.add(hold.waited_ms)
             line.internal = False
             line.raw_sql = True
             line.compiled = None

@@ -106,10 +106,12 @@ _libc = _load_libc() if os.name == "posix" else None
 class Hold:
     """One thread's hold of the turn; ``overdue`` once it outlived its limit."""
 
-    __slots__ = ("depth", "interrupt", "limit_at", "overdue")
+    __slots__ = ("depth", "interrupt", "limit_at", "overdue", "waited_ms")
 
     def __init__(self) -> None:
         self.depth = 1
+        #: How long this hold waited for the turn (0 where it was free).
+        self.waited_ms = 0.0
         self.limit_at = 0.0
         self.interrupt: Callable[[], object] | None = None
         self.overdue = False
@@ -186,8 +188,6 @@ class WriteTurn:
         self.current: Hold | None = None
         self._watched = False
         self._barged = 0
-        #: How long the current holder waited for the turn (0 where it was free).
-        self.waited_ms = 0.0
         if _libc is not None:
             self._trylock = _libc.pthread_mutex_trylock
             self._unlock = _libc.pthread_mutex_unlock
@@ -225,19 +225,19 @@ class WriteTurn:
         if hold is not None:
             hold.depth += 1
             return hold
-        self.waited_ms = 0.0
+        waited_ms = 0.0
         if _libc is None:
-            self._acquire_flock(timeout)
+            waited_ms = self._acquire_flock(timeout)
         elif (queued := self._gate_word.value) and self._barged >= _BARGE_LIMIT:
             self._barged = 0
-            self._acquire_mutexes(timeout)  # barged enough: line up behind the others
+            waited_ms = self._acquire_mutexes(timeout)  # barged enough: line up behind
         else:
             rc = self._trylock(self._turn)
             if rc == errno.EOWNERDEAD:
                 self._take_over(self._turn)
             elif rc:
                 self._barged = 0
-                self._acquire_mutexes(timeout)
+                waited_ms = self._acquire_mutexes(timeout)
             else:
                 self._barged = self._barged + 1 if queued else 0
         hold = local.spare
@@ -246,6 +246,7 @@ class WriteTurn:
         else:
             local.spare = None
         hold.depth = 1
+        hold.waited_ms = waited_ms
         hold.interrupt = interrupt
         hold.overdue = False
         if limit:
@@ -302,8 +303,9 @@ class WriteTurn:
             self.path,
         )
 
-    def _acquire_mutexes(self, timeout: float | None) -> None:
-        """Queue at the gate, then wait for the turn itself (the contended path)."""
+    def _acquire_mutexes(self, timeout: float | None) -> float:
+        """Queue at the gate, then wait for the turn itself (the contended path); the
+        milliseconds waited."""
         began = time.monotonic()
         deadline = None if timeout is None else began + timeout
         self._lock_mutex(self._gate, deadline, timeout)
@@ -312,7 +314,7 @@ class WriteTurn:
         finally:
             assert _libc is not None
             _libc.pthread_mutex_unlock(self._gate)
-        self.waited_ms = 1000 * (time.monotonic() - began)
+        return 1000 * (time.monotonic() - began)
 
     def _lock_mutex(
         self, mutex: ctypes.c_void_p, deadline: float | None, timeout: float | None
@@ -339,15 +341,14 @@ class WriteTurn:
                 continue
             raise OSError(rc, f"the write turn of {self.path}: {os.strerror(rc)}")
 
-    def _acquire_flock(self, timeout: float | None) -> None:
+    def _acquire_flock(self, timeout: float | None) -> float:
         began = time.monotonic()
         deadline = None if timeout is None else began + timeout
         delay = 0.0001
         while True:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self.waited_ms = 1000 * (time.monotonic() - began)
-                return
+                return 1000 * (time.monotonic() - began)
             except BlockingIOError:
                 pass
             if deadline is not None and time.monotonic() >= deadline:
