@@ -32,7 +32,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from onewriter._tables import format_table
+from onewriter.cli.tables import format_table
 
 from . import _report
 

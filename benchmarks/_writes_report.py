@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from onewriter._tables import format_table
+from onewriter.cli.tables import format_table
 
 from ._writes_cells import LABELS, WORKLOADS, Cell
 

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import onewriter
-from onewriter._checkpoint import BEGIN_SQL, COMMIT_SQL
-from onewriter._tables import format_table
-from onewriter._turn import turn_for
+from onewriter.cli.tables import format_table
+from onewriter.sqlite.upkeep import BEGIN_SQL, COMMIT_SQL
+from onewriter.turn import turn_for
 
 from . import _report
 from . import _writes_workloads as wl

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onewriter._tables import format_table
+from onewriter.cli.tables import format_table
 from onewriter.demo.launch import ServiceProcess
 from onewriter.load import LoadPlan, run_load
 

@@ -17,7 +17,7 @@ from msgspec import UnsetType
 from pydantic import BaseModel, ConfigDict, Field
 
 from benchmarks._report import update_section
-from onewriter._tables import format_table
+from onewriter.cli.tables import format_table
 from onewriter.jobs import _http_models as m
 from onewriter.jobs._http_models import json_value
 

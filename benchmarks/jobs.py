@@ -26,7 +26,7 @@ from typing import Any
 
 import onewriter
 from benchmarks._report import update_section
-from onewriter._tables import format_table
+from onewriter.cli.tables import format_table
 from onewriter.jobs import JobQueue, JobStore, jobs_ops
 from onewriter.jobs._stress import PUBLISHED, StressOptions, stress
 

@@ -23,8 +23,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from onewriter._progress import LiveProgress
-from onewriter._tables import format_table
+from onewriter.cli.progress import LiveProgress
+from onewriter.cli.tables import format_table
 from onewriter.demo.launch import ServiceProcess
 from onewriter.load import LoadPlan, run_load
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from onewriter import Config
-from onewriter._sqlite import open_connection
+from onewriter.sqlite.connect import open_connection
 
 from . import _report
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import onewriter
-from onewriter._tables import format_table
+from onewriter.cli.tables import format_table
 
 from . import _report
 from ._writes_cells import spawn_context

@@ -44,8 +44,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import onewriter
-from onewriter import _protocol as proto
-from onewriter._config import Config, resolve_paths
+from onewriter.config import Config, resolve_paths
+from onewriter.wire import frames as proto
 
 HERE = Path(__file__).resolve().parent
 MIGRATIONS = ["CREATE TABLE fuzz_tokens (id INTEGER PRIMARY KEY, token TEXT NOT NULL UNIQUE)"]

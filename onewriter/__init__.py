@@ -4,10 +4,9 @@ Reads run in parallel in every process; every write goes to one elected writer, 
 batches writes into group commits and answers only after COMMIT.
 """
 
-from ._backup import BackupResult
-from ._config import Config
-from ._database import AsyncDatabase, Database, WriteResult, connect, connect_async
-from ._errors import (
+from .config import Config
+from .database import AsyncDatabase, Database, WriteResult, connect, connect_async
+from .errors import (
     BackupFailed,
     BadRequest,
     ClientTimeout,
@@ -32,8 +31,9 @@ from ._errors import (
     WriterUnavailable,
     WrongKey,
 )
-from ._ops import Op, Ops
-from ._quote import quote
+from .ops import Op, Ops
+from .sqlite.backup import BackupResult
+from .sqlite.quoting import quote
 
 __version__ = "0.1.0"
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import onewriter
-from onewriter import _protocol as proto
-from onewriter._config import Config, Migration, resolve_paths
+from onewriter.config import Config, Migration, resolve_paths
+from onewriter.wire import frames as proto
 
 TESTS_DIR = Path(__file__).resolve().parent
 PYTHON = sys.executable

@@ -10,8 +10,8 @@ from typing import Any
 
 from helpers import ONEWRITER_CLI, Child, Children, RawClient
 
-from onewriter import _protocol as proto
-from onewriter._tcp import CLIENT_LABEL, proof
+from onewriter.wire import frames as proto
+from onewriter.writer.endpoints.tcp import CLIENT_LABEL, proof
 
 TOKEN = "a peer that knows the token is still only a peer"
 

@@ -14,7 +14,7 @@ from typing import Any
 from helpers import PYTHON, Children, RawClient, count, create_post, ops, writer_pid
 
 import onewriter
-from onewriter import _protocol as proto
+from onewriter.wire import frames as proto
 
 TABLE = "_onewriter_applied"
 

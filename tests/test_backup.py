@@ -15,7 +15,7 @@ import pytest
 from helpers import MIGRATIONS, ONEWRITER_CLI, Children, count, insert_number, ops, run
 
 import onewriter
-from onewriter._backup import integrity_check, restore_database
+from onewriter.sqlite.backup import integrity_check, restore_database
 
 FILLER_ROWS = 64_000  # ~64 MB of incompressible blobs
 WRITES_LIMIT = 200_000

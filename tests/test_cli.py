@@ -19,7 +19,7 @@ import pytest
 from helpers import ONEWRITER_CLI, Child, Children, child_env, count, create_post, ops, run
 
 import onewriter
-from onewriter._tables import figure
+from onewriter.cli.tables import figure
 from onewriter.demo.launch import ServiceProcess
 
 
@@ -188,8 +188,8 @@ def _sample(action: argparse.Action) -> tuple[str, object]:
 def test_every_flag_falls_back_on_its_environment_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from onewriter._flags import env_name
-    from onewriter.cli import build_parser
+    from onewriter.cli.flags import env_name
+    from onewriter.cli.main import build_parser
 
     options = list(_options(build_parser()))
     assert len(options) > 60
@@ -245,8 +245,8 @@ def test_defaults_are_shown_as_written() -> None:
 def test_the_database_is_positional_and_old_spellings_still_work(
     argv: list[str], database: str | None
 ) -> None:
-    from onewriter._flags import merge_database
-    from onewriter.cli import build_parser
+    from onewriter.cli.flags import merge_database
+    from onewriter.cli.main import build_parser
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -307,7 +307,7 @@ def test_stats_on_a_terminal_is_a_rich_table(db_path: str, serve: Serve) -> None
 
 
 def test_the_wal_reset_note_is_written_once_per_writer(db_path: str, tmp_path: Path) -> None:
-    from onewriter._sqlite import wal_reset_bug_affects
+    from onewriter.sqlite.versions import wal_reset_bug_affects
 
     if not wal_reset_bug_affects(sqlite3.sqlite_version_info):
         pytest.skip("this SQLite has no WAL-reset race to note")
@@ -340,7 +340,7 @@ def _drawn_on_a_terminal(draw: Callable[[TextIO], None]) -> str:
 
 def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_pipe(tmp_path: Path) -> None:
     pytest.importorskip("rich")
-    from onewriter._progress import LiveProgress
+    from onewriter.cli.progress import LiveProgress
 
     def draw(out: TextIO) -> None:
         shown = LiveProgress("load", 10, out=out)

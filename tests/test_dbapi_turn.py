@@ -10,7 +10,7 @@ import pytest
 from helpers import PYTHON, Children
 
 import onewriter.dbapi as sqlite3
-from onewriter._turn import turn_for
+from onewriter.turn import turn_for
 
 HOLDER = """
 import sys, onewriter.dbapi as sqlite3

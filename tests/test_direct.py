@@ -33,9 +33,9 @@ from helpers import (
 )
 
 import onewriter
-from onewriter._checkpoint import Checkpointer
-from onewriter._sqlite import open_connection
-from onewriter._turn import turn_for
+from onewriter.sqlite.connect import open_connection
+from onewriter.sqlite.upkeep import Checkpointer
+from onewriter.turn import turn_for
 
 local_ops = onewriter.Ops()
 local_ops.include(ops)

@@ -23,9 +23,9 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError, connections, transaction
 
-from onewriter._turn import TurnTimeout, turn_for
 from onewriter.django import BadOptions, TransactionTimeout, WriteTurnTimeout
 from onewriter.django._statements import immediate_begin, is_read
+from onewriter.turn import TurnTimeout, turn_for
 
 CREATE = "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)"
 

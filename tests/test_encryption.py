@@ -19,7 +19,7 @@ import pytest
 from helpers import MIGRATIONS, ONEWRITER_CLI, PYTHON, Child, Children, insert_number, ops, run
 
 import onewriter
-from onewriter import _cipher
+from onewriter.sqlite import cipher as _cipher
 
 pytest.importorskip(
     "sqlcipher3", reason="SQLCipher is not installed (pip install 'onewriter[sqlcipher]')"

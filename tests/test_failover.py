@@ -18,7 +18,7 @@ from chaos_client import ChaosRun, Outcome, insert_key, ops, start_serve, stop_p
 from helpers import RawClient, socket_path_for
 
 import onewriter
-from onewriter import _protocol as proto
+from onewriter.wire import frames as proto
 
 KILLS = 5
 INTERVAL = 2.0

@@ -29,7 +29,7 @@ from chaos_client import child_env, insert_key, ops, put, start_serve, stop_proc
 from helpers import Children, create_post, socket_path_for, wait_until
 
 import onewriter
-from onewriter import _protocol as proto
+from onewriter.wire import frames as proto
 
 
 def memory_kib(pid: int, field: str = "VmHWM") -> int:

@@ -28,8 +28,8 @@ from redis_server import RedisServer, needs_redis
 from redis_server import redis_server as redis_server  # the fixture, for pytest
 
 import onewriter
-from onewriter import _protocol as proto
-from onewriter._errors import ERRORS_BY_CODE
+from onewriter.errors import ERRORS_BY_CODE
+from onewriter.wire import frames as proto
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 

@@ -19,7 +19,7 @@ import pytest
 from helpers import MIGRATIONS, PYTHON, Child, Children, create_post, ops, run
 
 import onewriter
-from onewriter._backup import integrity_check
+from onewriter.sqlite.backup import integrity_check
 
 
 def litestream_binary() -> str | None:

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import onewriter
-from onewriter import _protocol as proto
+from onewriter.wire import frames as proto
 
 OpenDb = Callable[..., onewriter.Database]
 PING_ID = 987_654_321

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import onewriter
-from onewriter._errors import ERRORS_BY_CODE, error_from_wire
+from onewriter.errors import ERRORS_BY_CODE, error_from_wire
 
 #: The table of error codes (docs/api.md) and their HTTP statuses.
 DESIGN_CODES = {

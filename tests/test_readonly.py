@@ -20,8 +20,8 @@ from redis_server import redis_server as redis_server  # the fixture, for pytest
 
 import onewriter
 from onewriter import Config
-from onewriter._readonly import take_refusal
-from onewriter._sqlite import open_connection
+from onewriter.sqlite.connect import open_connection
+from onewriter.sqlite.readonly import take_refusal
 
 #: Statements a hostile reader sends. ``{dir}`` is a directory the writer's user can write.
 ATTACKS = [

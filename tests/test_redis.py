@@ -32,7 +32,7 @@ from redis_server import RedisServer, needs_redis
 from redis_server import redis_server as redis_server  # the fixture, for pytest
 
 import onewriter
-from onewriter import _protocol as proto
+from onewriter.wire import frames as proto
 
 pytestmark = needs_redis
 

@@ -18,8 +18,8 @@ import pytest
 from helpers import ONEWRITER_CLI, Child, Children, count, create_post, insert_number
 
 import onewriter
-from onewriter import _protocol as proto
-from onewriter._tcp import CLIENT_LABEL, SERVER_LABEL, check_auth_reply, proof
+from onewriter.wire import frames as proto
+from onewriter.writer.endpoints.tcp import CLIENT_LABEL, SERVER_LABEL, check_auth_reply, proof
 
 TOKEN = "correct horse battery staple"
 

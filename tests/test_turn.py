@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from onewriter._turn import TurnTimeout, turn_for, turn_path
+from onewriter.turn import TurnTimeout, turn_for, turn_path
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from onewriter._turn import turn_for
+    from onewriter.turn import turn_for
     turn = turn_for(sys.argv[1])
     turn.acquire(10)
     print("HOLDING", flush=True)
@@ -30,7 +30,7 @@ HOLDER = textwrap.dedent(
 COUNTER = textwrap.dedent(
     """
     import sys, time
-    from onewriter._turn import turn_for
+    from onewriter.turn import turn_for
     turn = turn_for(sys.argv[1])
     start = float(sys.argv[2])
     while time.time() < start:
@@ -156,7 +156,7 @@ def test_stale_file_from_a_reboot_is_reinitialised(tmp_path: Path) -> None:
     for offset in (64, 192):
         data[offset : offset + 4] = struct.pack("i", 0x7FFF_FFF0)
     Path(path).write_bytes(bytes(data))
-    code = "import sys; from onewriter._turn import turn_for; turn_for(sys.argv[1]).acquire(2)"
+    code = "import sys; from onewriter.turn import turn_for; turn_for(sys.argv[1]).acquire(2)"
     # This process still maps the file, so only a fresh process with it alone counts:
     other = tmp_path / "copy.db"
     other.touch()

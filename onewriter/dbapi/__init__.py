@@ -14,7 +14,7 @@ import sqlite3 as _sqlite3
 import warnings
 from typing import Any
 
-from .._database import Database
+from ..database import Database
 from ._connection import Connection
 from ._cursor import Cursor
 from ._errors import (

@@ -20,9 +20,9 @@ from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any
 
-from .._config import Config
-from .._database import Database
-from .._turn import turn_for
+from ..config import Config
+from ..database import Database
+from ..turn import turn_for
 from ._classify import Kind, known
 from ._cursor import Cursor
 from ._errors import NotSupportedError

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from .._errors import DeadlineExceeded
+from ..errors import DeadlineExceeded
 
 Warning = sqlite3.Warning
 Error = sqlite3.Error

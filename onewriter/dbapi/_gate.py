@@ -18,8 +18,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .. import _fork
-from .._turn import Hold, TurnTimeout, WriteTurn
+from .. import fork as _fork
+from ..turn import Hold, TurnTimeout, WriteTurn
 from ._classify import BEGIN_IMMEDIATE, Kind, kind_of, known
 from ._errors import TransactionTimeout, TurnBusy
 

@@ -10,9 +10,9 @@ import os
 import sqlite3
 from typing import Any
 
-from .._config import Config, resolve_paths
-from .._extras import require_extra
-from .._tables import print_stats
+from ..cli.tables import print_stats
+from ..config import Config, resolve_paths
+from ..extras import require_extra
 from ..load._cli import add_load_flags, plan_from
 from ..load.client import Connection, Target
 from ..load.report import print_report
@@ -24,7 +24,7 @@ DEFAULT_DATABASE = "data/demo.db"
 
 
 def _add_service_flags(parser: argparse.ArgumentParser) -> None:
-    from .._flags import add_database, add_flag
+    from ..cli.flags import add_database, add_flag
 
     add_database(parser, default=DEFAULT_DATABASE)
     add_flag(parser, "--workers", "HTTP worker processes", default=default_workers(), type=int)
@@ -147,7 +147,7 @@ def _count_posts(path: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .._flags import add_flag
+    from ..cli.flags import add_flag
 
     demo = sub.add_parser("demo", help="the multi-worker posts service")
     demo_sub = demo.add_subparsers(title="demo commands", metavar="COMMAND")

@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .._errors import OneWriterError
-from .._prometheus import CONTENT_TYPE
+from ..errors import OneWriterError
+from ..metrics import CONTENT_TYPE
 from .metrics import CountRequests, RequestCounts, prometheus_text
 from .posts import GET_POST, LIST_POSTS, create_post, delete_post, post_dict, update_post
 from .stores import Store

@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from .._prometheus import Counters, exposition
+from ..metrics import Counters, exposition
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,7 +35,7 @@ def route_of(path: str) -> str:
 
 class RequestCounts:
     """Requests by method, route and status, and the seconds they took (every worker
-    process's, summed at each scrape: see :mod:`onewriter._prometheus`)."""
+    process's, summed at each scrape: see :mod:`onewriter.metrics`)."""
 
     def __init__(self, mode: str = "onewriter") -> None:
         self.mode = mode

@@ -10,7 +10,7 @@ import sqlite3
 import time
 from typing import Any
 
-from .._ops import Ops
+from ..ops import Ops
 
 MIGRATIONS: tuple[str, ...] = (
     """

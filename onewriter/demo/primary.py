@@ -25,10 +25,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .._config import Durability
-from .._database import Database, connect
-from .._prometheus import MULTIPROC_ENV, multiprocess_dir
-from .._tables import print_stats
+from ..cli.tables import print_stats
+from ..config import Durability
+from ..database import Database, connect
+from ..metrics import MULTIPROC_ENV, multiprocess_dir
 from .posts import MIGRATIONS, ops
 
 log = logging.getLogger("onewriter.demo")

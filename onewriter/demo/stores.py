@@ -19,12 +19,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from .._config import Config
-from .._database import AsyncDatabase
-from .._errors import OneWriterError, OpFailed
-from .._ops import Op
-from .._readpool import Params, ReadPool
-from .._sqlite import open_connection
+from ..config import Config
+from ..database import AsyncDatabase
+from ..errors import OneWriterError, OpFailed
+from ..ops import Op
+from ..sqlite.connect import open_connection
+from ..sqlite.readpool import Params, ReadPool
 from .posts import ops
 
 

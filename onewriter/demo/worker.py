@@ -20,7 +20,7 @@ from typing import Any
 
 import uvicorn
 
-from .._config import Config
+from ..config import Config
 from .app import create_app
 from .stores import Store, open_store
 

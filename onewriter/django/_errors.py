@@ -10,8 +10,8 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 from django.db.utils import OperationalError
 
-from .._errors import BadRequest, DeadlineExceeded
-from .._turn import TurnTimeout
+from ..errors import BadRequest, DeadlineExceeded
+from ..turn import TurnTimeout
 
 
 class WriteTurnTimeout(TurnTimeout, OperationalError):

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from django.db.backends.sqlite3 import base as sqlite_base
 
-from .._turn import Hold, TurnTimeout, WriteTurn, turn_for
+from ..turn import Hold, TurnTimeout, WriteTurn, turn_for
 from ._creation import DatabaseCreation
 from ._cursor import TurnCursor
 from ._errors import TransactionTimeout, WriteTurnTimeout

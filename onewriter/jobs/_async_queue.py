@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._database import AsyncDatabase
-from .._errors import UnknownOp
+from ..database import AsyncDatabase
+from ..errors import UnknownOp
 from ._async_store import AsyncJobStore
 from ._calls import Call, Calls, unknown_op_hint
 from ._model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION

@@ -10,8 +10,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .._errors import BadRequest, UnknownOp
-from .._ops import Op
+from ..errors import BadRequest, UnknownOp
+from ..ops import Op
 from . import _ops as ops
 from ._cron import next_time
 from ._errors import JobCancelled, JobNotFound, LeaseLost

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from .._extras import require_extra
+from ..extras import require_extra
 
 
 def _require_store_extras(command: str, store: str | None) -> None:
@@ -55,7 +55,7 @@ def cmd_work(args: argparse.Namespace) -> int:
     """Run a handler on the jobs of a queue served over HTTP until SIGTERM/SIGINT, then
     finish or release what is held and print a summary."""
     require_extra("http", "onewriter jobs work")
-    from ..cli import load_object
+    from ..cli.objects import load_object
     from ._remote import RemoteQueue
     from ._worker import Worker, WorkerOptions
 
@@ -112,7 +112,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .._flags import add_database, add_flag
+    from ..cli.flags import add_database, add_flag
 
     jobs = sub.add_parser("jobs", help="the job queue: HTTP service, worker runner, stress")
     commands = jobs.add_subparsers(title="jobs commands", metavar="COMMAND")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._errors import OneWriterError
+from ..errors import OneWriterError
 
 
 class LeaseLost(OneWriterError):

@@ -21,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from .._database import connect_async
-from .._errors import BadRequest, OneWriterError
-from .._ops import Ops
-from .._prometheus import CONTENT_TYPE
+from ..database import connect_async
+from ..errors import BadRequest, OneWriterError
+from ..metrics import CONTENT_TYPE
+from ..ops import Ops
 from . import _http_models as m
 from ._async_queue import AsyncJobQueue
 from ._async_store import AsyncJobStore

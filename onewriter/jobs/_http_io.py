@@ -13,7 +13,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .._errors import OneWriterError, TooLarge, Unauthorized
+from ..errors import OneWriterError, TooLarge, Unauthorized
 from ._errors import UnsupportedMediaType
 from ._model import DEFAULT_PAYLOAD_LIMIT
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-from .._errors import BadRequest
+from ..errors import BadRequest
 from ._model import (
     BACKOFF_CAP,
     DEFAULT_BACKOFF,

@@ -2,7 +2,7 @@
 
 Queue figures come from the database at scrape time, so every process reports the same.
 Request counters are kept per worker process and summed over all of them at each scrape
-(``prometheus_client``'s multiprocess mode, see :mod:`onewriter._prometheus`), so one
+(``prometheus_client``'s multiprocess mode, see :mod:`onewriter.metrics`), so one
 scrape of the port shows the whole service.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from .._prometheus import Counters, exposition
+from ..metrics import Counters, exposition
 from ._model import STATES
 
 

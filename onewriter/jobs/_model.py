@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-from .._errors import BadRequest, TooLarge
+from ..errors import BadRequest, TooLarge
 
 State = Literal["waiting", "ready", "running", "done", "dead", "cancelled"]
 STATES: tuple[State, ...] = ("waiting", "ready", "running", "done", "dead", "cancelled")

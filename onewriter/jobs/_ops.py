@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from .._ops import Ops
+from ..ops import Ops
 from . import _sql as sql
 from ._cron import next_time
 from ._dependencies import (

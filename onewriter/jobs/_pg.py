@@ -16,7 +16,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ClassVar
 
-from .._errors import Closed
+from ..errors import Closed
 from . import _pg_sql as sql
 from ._async_store import AsyncJobStore
 from ._calls import Call, Calls

@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .._errors import OneWriterError
+from ..errors import OneWriterError
 from . import _pg_sql as sql
 from ._cron import next_time
 from ._dependencies import (

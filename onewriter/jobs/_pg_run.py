@@ -19,7 +19,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from .._errors import WriterUnavailable
+from ..errors import WriterUnavailable
 from . import _pg_sql as sql
 from ._pg_ops import Result, Statement, Steps
 from ._wake import AsyncWaker, ThreadWaker

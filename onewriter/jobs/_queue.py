@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._database import Database
-from .._errors import UnknownOp
+from ..database import Database
+from ..errors import UnknownOp
 from . import _sql as sql
 from ._calls import Call, Calls, unknown_op_hint
 from ._model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION

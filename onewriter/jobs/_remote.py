@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
-from .._errors import ERRORS_BY_CODE, OneWriterError, WriterUnavailable
+from ..errors import ERRORS_BY_CODE, OneWriterError, WriterUnavailable
 from ._errors import JobCancelled, JobNotFound, LeaseLost, UnsupportedMediaType
 from ._model import (
     DEFAULT_LEASE,

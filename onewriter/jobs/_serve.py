@@ -29,10 +29,10 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
-from .._database import Database, connect
-from .._errors import OneWriterError
-from .._ops import Ops
-from .._prometheus import MULTIPROC_ENV, multiprocess_dir
+from ..database import Database, connect
+from ..errors import OneWriterError
+from ..metrics import MULTIPROC_ENV, multiprocess_dir
+from ..ops import Ops
 from ._http import create_app
 from ._http_io import Settings
 from ._model import DEFAULT_RETENTION

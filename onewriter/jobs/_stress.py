@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .._progress import LiveProgress
-from .._tables import Table, print_blocks
+from ..cli.progress import LiveProgress
+from ..cli.tables import Table, print_blocks
 from ._model import NewJob
 from ._remote import RemoteQueue
 from ._store import is_postgres_url

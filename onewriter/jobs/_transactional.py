@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .._errors import BadRequest
+from ..errors import BadRequest
 from . import _ops as ops
 from . import _sql as sql
 from ._calls import check_parents, parents_params

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .._errors import OneWriterError
+from ..errors import OneWriterError
 from ._attempt import Attempt, JobStopped
 from ._errors import JobCancelled, LeaseLost
 from ._model import DEFAULT_LEASE, Job

@@ -11,7 +11,7 @@ from .runner import LoadPlan, run_load
 
 def add_load_flags(parser: argparse.ArgumentParser, *, url: bool = True) -> None:
     """The flags shared by ``onewriter load`` and ``onewriter demo run``."""
-    from .._flags import add_flag
+    from ..cli.flags import add_flag
 
     if url:
         add_flag(parser, "--url", "the service to load", default="http://127.0.0.1:3000")
@@ -52,7 +52,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .._flags import add_flag
+    from ..cli.flags import add_flag
 
     parser = sub.add_parser(
         "load", help="load the demo service and report", description=cmd_load.__doc__

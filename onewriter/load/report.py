@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from .._tables import Block, Table, format_table, print_blocks
+from ..cli.tables import Block, Table, format_table, print_blocks
 
 if TYPE_CHECKING:
     from .runner import LoadPlan, Recorder

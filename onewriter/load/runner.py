@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
-from .._progress import LiveProgress
+from ..cli.progress import LiveProgress
 from .client import Connection, HttpError, Target
 from .report import Summary, summarize
 

@@ -1,0 +1,447 @@
+"""The Redis transport: producers push requests onto a Redis list; the writer takes them in
+batches, commits each batch as one group and answers on a reply key per producer.
+
+::
+
+    producer:  RPUSH <queue> <request>                      one request per element
+    writer:    LPOP <queue> n + RPUSH <queue>:processing     one Lua script, atomic
+               ... run the batch, COMMIT ...
+               MULTI  RPUSH <queue>:reply:<client> <replies>  EXPIRE ...
+                      LTRIM <queue>:processing k -1  EXEC
+    producer:  BLPOP <queue>:reply:<client>
+
+A request is never lost when the writer dies between taking and answering it: it stays
+in the processing list until its reply is pushed, in the same MULTI that removes it. A
+writer re-drives that list when it starts (or reconnects), marking each request a retry,
+so that the exactly-once ids decide what had already committed.
+
+A request is the wire protocol's (docs/protocol.md) plus ``client`` (the producer's id:
+there is no connection to say hello on) and, for fire-and-forget, ``noreply``. Its
+deadline counts from when the writer takes it. Producers send no ``ack``: the writer
+forgets a producer's committed ids once their elements have left the processing list,
+as no copy of them can come back after that. Neither side lets the Redis client re-send
+a command by itself: a re-sent RPUSH could queue a request twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import reprlib
+import threading
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from urllib.parse import urlsplit, urlunsplit
+
+from ...extras import missing_extra
+
+try:
+    import redis
+    import redis.asyncio
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as exc:
+    raise missing_extra("redis", "the Redis transport", exc) from None
+
+from ...errors import BadRequest, OneWriterError, QueueFull, ShuttingDown
+from ...wire import frames as proto
+from ..engine import Request
+from .reads import RemoteReads, reads_allowed, reads_disabled
+from .stream import ClientConnection
+
+if TYPE_CHECKING:
+    from ..service import WriterService
+
+log = logging.getLogger("onewriter.redis")
+
+#: Seconds a reply waits in Redis for its producer.
+REPLY_TTL = 300
+#: Seconds the consumer blocks on an empty list before it looks at its stop flag again.
+BLOCK_SECONDS = 0.2
+#: Seconds the writer waits, when it stops, for the consumer to push its last replies.
+JOIN_TIMEOUT = 5.0
+#: Pause after a batch the writer refused (queue full), before trying again.
+REFUSED_PAUSE = 0.02
+SOCKET_TIMEOUT = 10.0
+MAX_REPLIES_PER_READ = 1000
+
+#: Moves up to ARGV[1] elements from the head of KEYS[1] to the tail of KEYS[2].
+POP_SCRIPT = """
+local items = redis.call('LPOP', KEYS[1], ARGV[1])
+if not items then return {} end
+redis.call('RPUSH', KEYS[2], unpack(items))
+return items
+"""
+
+
+def processing_key(queue: str) -> str:
+    return f"{queue}:processing"
+
+
+def reply_key(queue: str, client: bytes) -> str:
+    return f"{queue}:reply:{client.hex()}"
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs and stats."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+def _no_retry() -> Retry:
+    return Retry(NoBackoff(), 0)
+
+
+def sync_client(url: str) -> redis.Redis:
+    """A client that never re-sends a command by itself."""
+    return redis.Redis.from_url(
+        url, retry=_no_retry(), socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=5.0
+    )
+
+
+# -- the writer's side ------------------------------------------------------------------------
+
+
+class _Ran(NamedTuple):
+    """What became of a batch."""
+
+    settled: int  # elements removed from the processing list
+    complete: bool  # all of them: nothing is left to re-drive
+    taken: list[bytes]  # the next batch, taken in the same MULTI
+
+
+class _WriterGone(Exception):
+    """The writer stopped before it took the batch: leave it for the next writer."""
+
+
+class _Batch:
+    """Elements taken from the list, handed to the writer and answered together.
+
+    Filled in on the writer's thread; read by the consumer's thread once ``done``.
+    """
+
+    def __init__(self, consumer: RedisConsumer, elements: list[bytes], redriven: bool) -> None:
+        self.consumer = consumer
+        self.elements = elements
+        self.redriven = redriven
+        self.settled = [False] * len(elements)
+        self.replies: dict[str, list[bytes]] = {}
+        self.seqs: dict[int, tuple[bytes, int]] = {}
+        self.dropped = 0
+        self._remaining = 1  # the submitting pass itself, so done waits for all of it
+        self.done = threading.Event()
+
+    def submit(self) -> None:
+        """Decode, check and queue every element (on the writer's thread)."""
+        consumer = self.consumer
+        peers: dict[bytes, _RedisPeer] = {}
+        for index, raw in enumerate(self.elements):
+            message = _decode(raw)
+            if message is None:
+                self.dropped += 1
+                self.settled[index] = True
+                continue
+            client: bytes = message["client"]
+            peer = peers.get(client)
+            if peer is None:
+                peer = peers[client] = _RedisPeer(consumer, self, client)
+            self._remaining += 1
+            peer.take(index, message)
+        self._one_done()
+
+    def answer(
+        self, index: int, key: str | None, body: bytes, ran: tuple[bytes, int] | None = None
+    ) -> None:
+        """Element ``index`` has its final outcome: ``body`` goes to ``key`` (none for
+        fire-and-forget); ``ran`` is the (client, seq) of a write that ran."""
+        self.settled[index] = True
+        if key is not None:
+            self.replies.setdefault(key, []).append(body)
+        if ran is not None:
+            self.seqs[index] = ran
+        self._one_done()
+
+    def refused(self) -> None:
+        """An element the writer would not take now (draining, queue full): it stays."""
+        self._one_done()
+
+    def _one_done(self) -> None:
+        self._remaining -= 1
+        if self._remaining == 0:
+            self.done.set()
+
+    def settled_prefix(self) -> int:
+        """How many leading elements are settled: those may leave the processing list."""
+        for index, settled in enumerate(self.settled):
+            if not settled:
+                return index
+        return len(self.settled)
+
+    def acks(self, prefix: int) -> dict[bytes, int]:
+        """Per client, the seq below which nothing can come back once ``prefix`` is gone."""
+        acks: dict[bytes, int] = {}
+        for index, (client, seq) in self.seqs.items():
+            if index < prefix and seq + 1 > acks.get(client, 0):
+                acks[client] = seq + 1
+        return acks
+
+
+def _decode(raw: bytes) -> dict[str, Any] | None:
+    try:
+        message = proto.unpack(raw)
+    except BadRequest:
+        message = None
+    if isinstance(message, dict):
+        client = message.get("client")
+        if isinstance(client, bytes) and 1 <= len(client) <= 64:
+            return message
+    log.warning("dropped a Redis element that is not an onewriter request: %r", raw[:200])
+    return None
+
+
+class _RedisPeer(ClientConnection):
+    """One producer's requests within a batch: the socket connection's checks, with
+    outcomes going to the batch instead of a transport."""
+
+    def __init__(self, consumer: RedisConsumer, batch: _Batch, client: bytes) -> None:
+        service = consumer.service
+        super().__init__(
+            service,
+            allow_sql=service.config.allow_sql_remote,
+            serves_reads=reads_allowed(service.config, "redis"),
+        )
+        self.consumer = consumer
+        self.batch = batch
+        self.client = self.producer = client
+        self.greeted = True
+        self.key = reply_key(consumer.queue, client)
+        self._taken: dict[Request, tuple[int, bool]] = {}
+
+    def take(self, index: int, m: dict[str, Any]) -> None:
+        batch = self.batch
+        rid = m.get("id")
+        noreply = m.get("noreply") is True
+        key = None if noreply else self.key
+        if not isinstance(rid, int) or isinstance(rid, bool):
+            error = BadRequest("every request needs an integer id")
+            batch.answer(index, key, proto.pack({"id": None, "error": error.to_wire()}))
+            return
+        if batch.redriven:
+            m["retry"] = True
+            m.pop("deadline", None)
+        kind = m.get("t")
+        if kind is not None:
+            self._control(index, key, rid, kind, m)
+            return
+        try:
+            request = self._build(rid, m)
+        except OneWriterError as exc:
+            self.service.engine_errors[exc.code] += 1
+            self._report(rid, exc, noreply)
+            batch.answer(index, key, proto.pack({"id": rid, "error": exc.to_wire()}))
+            return
+        self._taken[request] = (index, noreply)
+        self.service.accept(request)
+
+    def _control(self, index: int, key: str | None, rid: int, kind: Any, m: dict[str, Any]) -> None:
+        batch = self.batch
+        error: OneWriterError | None = None
+        if kind in ("read", "stats") and not self.serves_reads:
+            error = reads_disabled("redis")
+        elif kind == "read":
+            self.consumer.reads.start(rid, m, lambda body: batch.answer(index, key, body))
+            return
+        elif kind == "stats":
+            body = proto.pack({"id": rid, "ok": True, "result": self.service.stats()})
+        elif kind == "ping":
+            body = proto.pack({"id": rid, "ok": True, "result": None})
+        else:
+            error = BadRequest(f"unknown message type {reprlib.repr(kind)}")
+        if error is not None:
+            self.service.engine_errors[error.code] += 1
+            body = proto.pack({"id": rid, "error": error.to_wire()})
+        batch.answer(index, key, body)
+
+    def deliver(self, request: Request) -> None:
+        index, noreply = self._taken.pop(request)
+        if isinstance(request.error, ShuttingDown | QueueFull):
+            self.batch.refused()
+            return
+        if request.error is not None:
+            self._report(request.rid, request.error, noreply)
+        key = None if noreply else self.key
+        ran = (self.producer, request.seq) if request.seq is not None else None
+        self.batch.answer(index, key, request.reply_body(), ran)
+
+    def flush(self) -> None:
+        """Outcomes are pushed by the consumer, per batch."""
+
+    def _report(self, rid: Any, error: OneWriterError, noreply: bool) -> None:
+        if noreply:
+            log.warning(
+                "fire-and-forget request %s of client %s failed: %s: %s",
+                rid,
+                self.producer.hex(),
+                error.code,
+                error.message,
+            )
+
+
+class RedisConsumer:
+    """Takes requests from the Redis list on a thread of its own and hands them to the
+    writer, one batch at a time; pushes the replies and forgets the answered."""
+
+    def __init__(self, service: WriterService, reads: RemoteReads) -> None:
+        config = service.config
+        assert config.redis_url is not None
+        self.service = service
+        self.reads = reads
+        self.url = config.redis_url
+        self.redacted_url = redacted(config.redis_url)
+        self.queue = config.redis_queue
+        self.processing = processing_key(self.queue)
+        self.batch_size = min(config.max_batch, config.max_pending)
+        self._stop = threading.Event()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.batches = 0
+        self.requests = 0
+        self.redriven = 0
+        self.dropped = 0
+        self.redis_errors = 0
+
+    def describe(self) -> str:
+        return f"{self.redacted_url} list {self.queue}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="onewriter-redis", daemon=True)
+        self._thread.start()
+        log.info("writer %d consuming %s", self.service.pid, self.describe())
+
+    def stop(self) -> None:
+        """Take nothing more from the list (the batch in hand is still answered)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Stop, and wait for the last replies to be pushed (writer's thread, at drain)."""
+        self._closing.set()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(JOIN_TIMEOUT)
+            if self._thread.is_alive():
+                log.warning("the Redis consumer did not stop within %.0f s", JOIN_TIMEOUT)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "url": self.redacted_url,
+            "queue": self.queue,
+            "batches": self.batches,
+            "requests": self.requests,
+            "redriven": self.redriven,
+            "dropped": self.dropped,
+            "redis_errors": self.redis_errors,
+        }
+
+    # -- the consumer's thread ------------------------------------------------------------
+
+    def _main(self) -> None:
+        delay = 0.05
+        while not self._stop.is_set():
+            client = sync_client(self.url)
+            try:
+                self._serve(client)
+                delay = 0.05
+            except redis.RedisError as exc:
+                self.redis_errors += 1
+                log.warning("Redis consumer of %s: %s; reconnecting", self.describe(), exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 2.0)
+            except _WriterGone:
+                return
+            finally:
+                client.close()
+
+    def _serve(self, client: redis.Redis) -> None:
+        self._redrive(client)
+        elements: list[bytes] = []
+        while not self._stop.is_set():
+            if not elements:
+                elements = self._wait_for_requests(client)
+                if not elements:
+                    continue
+            ran = self._run(client, elements, redriven=False)
+            elements = ran.taken
+            if not ran.complete:  # some were refused: they come first
+                self._redrive(client)
+
+    def _pop(self, client: redis.Redis | redis.client.Pipeline, count: int) -> Any:
+        return client.eval(POP_SCRIPT, 2, self.queue, self.processing, count)
+
+    def _wait_for_requests(self, client: redis.Redis) -> list[bytes]:
+        """Block until the list has requests (up to BLOCK_SECONDS); take a batch."""
+        first = client.execute_command(  # type: ignore[no-untyped-call]
+            "BLMOVE", self.queue, self.processing, "LEFT", "RIGHT", BLOCK_SECONDS
+        )
+        if first is None:
+            return []
+        if self.batch_size == 1:
+            return [first]
+        return [first, *cast(list[bytes], self._pop(client, self.batch_size - 1))]
+
+    def _redrive(self, client: redis.Redis) -> None:
+        """Answer what was taken but not answered: on (re)connecting, and after a batch
+        the writer partly refused. Each is a retry: it may have committed already."""
+        while not self._stop.is_set():
+            elements = cast(list[bytes], client.lrange(self.processing, 0, self.batch_size - 1))
+            if not elements:
+                return
+            self.redriven += len(elements)
+            if self._run(client, elements, redriven=True).settled == 0:
+                self._stop.wait(REFUSED_PAUSE)
+
+    def _run(self, client: redis.Redis, elements: list[bytes], *, redriven: bool) -> _Ran:
+        """Hand ``elements`` to the writer, wait for their outcomes, then in one MULTI push
+        the replies, remove the settled from the processing list and, when all settled,
+        take the next batch."""
+        loop = self.service.loop
+        batch = _Batch(self, elements, redriven)
+        try:
+            assert loop is not None
+            loop.call_soon_threadsafe(batch.submit)
+        except RuntimeError:
+            raise _WriterGone from None
+        while not batch.done.wait(0.05):
+            if self._closing.is_set() or self.service.wait_stopped(0):
+                raise _WriterGone
+        settled = batch.settled_prefix()
+        take_next = settled == len(elements) and not redriven and not self._stop.is_set()
+        pipe = client.pipeline(transaction=True)
+        for key, bodies in batch.replies.items():
+            pipe.rpush(key, *bodies)
+            pipe.expire(key, REPLY_TTL)
+        if settled:
+            pipe.ltrim(self.processing, settled, -1)
+        if take_next:
+            self._pop(pipe, self.batch_size)
+        results = pipe.execute()
+        acks = batch.acks(settled)
+        if acks:
+            # When the writer has stopped, its successor forgets them by age instead.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._note_acks, acks)
+        self.batches += 1
+        self.requests += len(elements)
+        self.dropped += batch.dropped
+        taken = cast(list[bytes], results[-1]) if take_next else []
+        return _Ran(settled, settled == len(elements), taken)
+
+    def _note_acks(self, acks: dict[bytes, int]) -> None:
+        engine = self.service.engine
+        for client, ack in acks.items():
+            engine.note_ack(client, ack)
+
+
+# -- the producers' side ----------------------------------------------------------------------

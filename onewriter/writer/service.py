@@ -1,0 +1,311 @@
+"""The writer service: one thread owns the write connection and an event loop of its own.
+
+Frames are read and batches run on that same thread (no thread hop per batch), and no
+application's event loop ever runs SQLite work. Requests from this process arrive
+through ``call_soon_threadsafe``; requests from other processes through the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from ..config import Config
+from ..errors import OneWriterError, QueueFull, ShuttingDown, UnknownOp, WriterUnavailable
+from ..ops import Ops
+from ..sqlite.connect import check_filesystem, open_connection
+from ..sqlite.versions import log_sqlite_version
+from .election import ElectionLock, bind_private_socket, peer_uid, remove_socket
+from .endpoints.stream import ClientConnection
+from .engine import Engine, Request
+
+if TYPE_CHECKING:
+    from ..client.remote import RemoteEndpoints
+
+log = logging.getLogger("onewriter.writer")
+
+_abandoned: list[Any] = []
+
+
+class WriterService:
+    """Hosts the engine on its own thread; optionally serves a Unix socket."""
+
+    def __init__(
+        self,
+        db_path: str,
+        config: Config,
+        ops: Ops,
+        lock: ElectionLock | None,
+        socket_path: str | None,
+    ) -> None:
+        self.db_path = db_path
+        self.config = config
+        self.ops = ops
+        self.lock = lock
+        self.socket_path = socket_path
+        self.pid = os.getpid()
+        self.engine: Engine
+        self.schema_version = 0
+        self.engine_errors: Counter[str] = Counter()
+        self.connections: set[ClientConnection] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._pending: collections.deque[Request] = collections.deque()
+        self._scheduled = False
+        self._fill_timer: asyncio.TimerHandle | None = None
+        self._fill_wait = config.commit_delay if config.durability == "full" else 0.0
+        self._draining = False
+        self._stopped = threading.Event()
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._socket_inode: int | None = None
+        self._thread: threading.Thread | None = None
+        self.in_flight = 0
+        self.remote: RemoteEndpoints | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the database, migrate, bind the socket; returns when serving."""
+        self._thread = threading.Thread(target=self._main, name="onewriter-writer", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            self._thread.join()
+            raise self._startup_error
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        try:
+            loop.run_until_complete(self._startup())
+        except BaseException as exc:
+            self._startup_error = exc
+            self._release()
+            self._ready.set()
+            loop.close()
+            self._stopped.set()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+                self._stopped.set()
+
+    async def _startup(self) -> None:
+        log_sqlite_version()
+        check_filesystem(self.db_path)
+        conn = open_connection(self.db_path, self.config, "writer")
+        try:
+            self.engine = Engine(self.db_path, conn, self.config, self.ops)
+            version = self.schema_version = self.engine.prepare(self.config.migrations)
+        except BaseException:
+            conn.close()
+            raise
+        if self.socket_path is not None:
+            sock = bind_private_socket(self.socket_path)
+            self._socket_inode = os.stat(self.socket_path).st_ino
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_unix_server(self._new_connection, sock=sock)
+        if self.config.listen is not None or self.config.redis_url is not None:
+            from ..client.remote import start_endpoints  # imports the transports only when asked
+
+            try:
+                self.remote = await start_endpoints(self)
+            except BaseException:
+                if self._server is not None:
+                    self._server.close()
+                self.engine.close()
+                raise
+        log.info(
+            "writer %d serving %s (schema version %d%s)",
+            self.pid,
+            self.db_path,
+            version,
+            f", socket {self.socket_path}" if self.socket_path else "",
+        )
+
+    def _new_connection(self) -> ClientConnection:
+        return ClientConnection(
+            self, allow_sql=self.config.allow_sql, check_peer=self.authorize_peer
+        )
+
+    def authorize_peer(self, sock: socket.socket) -> bool:
+        """Only this user (and ``allowed_uids``) may use the Unix socket."""
+        uid = peer_uid(sock)
+        return uid is not None and (uid == os.getuid() or uid in self.config.allowed_uids)
+
+    @property
+    def running(self) -> bool:
+        return self._ready.is_set() and not self._stopped.is_set() and not self._draining
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain: refuse new requests, finish the queued ones, commit, release the role."""
+        loop = self.loop
+        if loop is None or self._stopped.is_set():
+            return
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("close() called from the writer's own thread")
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._begin_drain)
+        self._stopped.wait(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def request_drain(self) -> None:
+        """Begin draining from any thread or a signal handler (returns at once)."""
+        loop = self.loop
+        if loop is not None and not self._stopped.is_set():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._begin_drain)
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def _begin_drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        log.info("writer %d draining %d queued requests", self.pid, len(self._pending))
+        if self._server is not None:
+            self._server.close()
+        if self.remote is not None:
+            self.remote.begin_drain()
+        self._schedule()
+
+    def _finish_drain(self) -> None:
+        loop = self.loop
+        assert loop is not None
+        for conn in list(self.connections):
+            conn.flush()
+            if conn.transport is not None:
+                conn.transport.close()
+        if self.remote is not None:
+            self.remote.close()
+        self.engine.close()
+        self._release()
+        log.info("writer %d stopped", self.pid)
+        loop.stop()
+
+    def _release(self) -> None:
+        if self.socket_path is not None and self._socket_inode is not None:
+            remove_socket(self.socket_path, self._socket_inode)
+        if self.lock is not None:
+            self.lock.release()
+
+    def abandon_after_fork(self) -> None:
+        """In a forked child: never touch the parent's connection or loop again."""
+        _abandoned.append(self)
+
+    # -- intake (writer thread) ---------------------------------------------------------
+
+    def accept(self, request: Request) -> None:
+        """Queue a request or refuse it at once."""
+        error: OneWriterError | None = None
+        if self._draining:
+            error = ShuttingDown("the writer is draining; retry on the next writer")
+        elif len(self._pending) >= self.config.max_pending:
+            error = QueueFull(f"{len(self._pending)} requests are pending at the writer")
+        elif request.name is not None and request.name not in self.ops:
+            error = UnknownOp(f"no op named {request.name!r} is registered with the writer")
+        if error is not None:
+            request.error = error
+            self.engine_errors[error.code] += 1
+            request.sink.deliver(request)
+            request.sink.flush()
+            return
+        self._pending.append(request)
+        self._schedule()
+
+    def submit_threadsafe(self, request: Request) -> None:
+        """Queue a request from any thread of this process."""
+        loop = self.loop
+        if loop is None or self._stopped.is_set() or loop.is_closed():
+            raise WriterUnavailable("the writer in this process has stopped")
+        try:
+            loop.call_soon_threadsafe(self.accept, request)
+        except RuntimeError:
+            raise WriterUnavailable("the writer in this process has stopped") from None
+
+    def _schedule(self) -> None:
+        if self._scheduled:
+            if self._fill_timer is not None and len(self._pending) >= len(self.connections):
+                # Every connected client has a request waiting: stop waiting for more.
+                self._fill_timer.cancel()
+                self._fill_timer = None
+                assert self.loop is not None
+                self.loop.call_soon(self._run)
+            return
+        self._scheduled = True
+        assert self.loop is not None
+        if self._fill_wait and len(self.connections) > max(1, len(self._pending)):
+            # With durability=full every COMMIT waits for fsync: wait a moment for the
+            # other clients' requests so that one fsync serves them all.
+            self._fill_timer = self.loop.call_later(self._fill_wait, self._run)
+        else:
+            self.loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        self._fill_timer = None
+        pending = self._pending
+        if pending:
+            n = min(len(pending), self.config.max_batch)
+            batch = [pending.popleft() for _ in range(n)]
+            self.in_flight = n
+            try:
+                self.engine.run_batch(batch)
+            except Exception:
+                log.exception("a batch failed unexpectedly")
+            finally:
+                self.in_flight = 0
+        if pending:
+            self._schedule()
+            self.engine.maybe_checkpoint(idle=False)
+            return
+        if self._draining:
+            self._finish_drain()
+            return
+        self.engine.maybe_checkpoint(idle=True)
+
+    # -- stats ----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the writer's figures (call on the writer's thread)."""
+        data = self.engine.stats()
+        errors = Counter(data["errors"])
+        errors.update(self.engine_errors)
+        data["errors"] = dict(errors)
+        data["pending"] = len(self._pending)
+        data["in_flight"] = self.in_flight
+        data["clients"] = len(self.connections)
+        data["draining"] = self._draining
+        data["max_pending"] = self.config.max_pending
+        data["durability"] = self.config.durability
+        data["database"] = self.db_path
+        if self.remote is not None:
+            data["remote"] = self.remote.stats()
+        return data
+
+    def stats_threadsafe(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The stats, from any thread of this process."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            raise WriterUnavailable("the writer in this process has stopped")
+
+        async def snapshot() -> dict[str, Any]:
+            return self.stats()
+
+        future = asyncio.run_coroutine_threadsafe(snapshot(), loop)
+        return future.result(timeout)
