@@ -1,7 +1,8 @@
 """The public faces: :class:`Database` (sync) and :class:`AsyncDatabase` (asyncio).
 
-Both are thin twins over :class:`~onewriter.client.core.Core`: reads go to this process's
-reader pool, writes to the one writer (in this process or over its socket).
+Both are thin twins over a core (``client/core.py``): reads go to this process's reader
+pool, writes run here under the write turn or go to the one writer over a channel. The
+remote faces at the end reach a writer on another host.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from . import fork as _fork
 from .client.channel import AsyncChannel, SyncChannel
-from .client.core import Core
+from .client.core import Core, CoreBase
+from .client.remote import REMOTE_SCHEMES, RemoteCore, read_fields
 from .config import Config
 from .errors import Closed
 from .ops import Op, Ops, op_name
@@ -32,8 +34,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _open: weakref.WeakSet[Database | AsyncDatabase] = weakref.WeakSet()
-#: Addresses of a writer on another host (``_remote.py``), instead of a database path.
-REMOTE_SCHEMES = ("tcp://", "redis://", "rediss://")
 _abandoned: list[Any] = []
 
 
@@ -69,11 +69,17 @@ def _sql_fields(sql: str, params: Any, many: bool, config: Config) -> dict[str, 
     }
 
 
-def _with_direct(stats: dict[str, Any], core: Core) -> dict[str, Any]:
+def _with_direct(stats: dict[str, Any], core: CoreBase) -> dict[str, Any]:
     direct = core.direct
     if direct is not None:
         stats = {**stats, "direct": direct.stats()}
     return stats
+
+
+def _local(core: CoreBase) -> Core:
+    """The core of a database file here (only those read locally or write directly)."""
+    assert isinstance(core, Core)
+    return core
 
 
 def make_config(config: Config | None, overrides: dict[str, Any]) -> Config:
@@ -92,7 +98,7 @@ class _Face:
         self._closed = False
         _open.add(self)  # type: ignore[arg-type]
 
-    def _open_core(self) -> Core:
+    def _open_core(self) -> CoreBase:
         """This process's core (the remote faces open one that reaches another host)."""
         return Core(self._database, self.config, self._ops)
 
@@ -106,7 +112,7 @@ class _Face:
         """Whether the writer currently runs in this process."""
         return self._core.running_local_writer() is not None
 
-    def _live_core(self) -> Core:
+    def _live_core(self) -> CoreBase:
         if self._closed:
             raise Closed(f"the database {self._database!r} is closed")
         core = self._core
@@ -146,16 +152,12 @@ class Database(_Face):
     def _channel(self) -> SyncChannel:
         core = self._live_core()
         channel: SyncChannel | None = getattr(self._local, "channel", None)
-        if channel is None or channel.core is not core:
-            channel = self._new_channel(core)
+        if channel is None or channel.transport is not core.transport:
+            channel = core.sync_channel()
             self._local.channel = channel
             with self._channels_lock:
                 self._channels.append(channel)
         return channel
-
-    def _new_channel(self, core: Core) -> SyncChannel:
-        """A line to the writer for one thread (remote faces make their transport's)."""
-        return SyncChannel(core)
 
     def _after_fork(self) -> None:
         _abandoned.append(self._channels)
@@ -165,7 +167,7 @@ class Database(_Face):
 
     def start(self) -> Database:
         """Find the writer (or become it) now, rather than at the first write."""
-        self._channel().call({"t": "ping"}, write=False)
+        self._channel().connect()
         return self
 
     @overload
@@ -184,7 +186,7 @@ class Database(_Face):
             return direct.write(op.name if type(op) is Op else op_name(op), args, kwargs)
         core = self._live_core()
         if core.direct_sync:
-            return core.direct_writer().write(op_name(op), args, kwargs)
+            return _local(core).direct_writer().write(op_name(op), args, kwargs)
         channel = self._channel()
         return channel.call(_op_fields(op, args, kwargs, self.config))
 
@@ -197,7 +199,7 @@ class Database(_Face):
             return direct.execute(sql, params, many)
         core = self._live_core()
         if core.direct_sync:
-            return core.direct_writer().execute(sql, params, many)
+            return _local(core).direct_writer().execute(sql, params, many)
         channel = self._channel()
         return _write_result(channel.call(_sql_fields(sql, params, many, self.config)))
 
@@ -205,7 +207,7 @@ class Database(_Face):
         self, sql: str, params: Params = (), *, timeout: float | None = None
     ) -> list[sqlite3.Row]:
         """Run a read on this process's reader pool; rows have columns by name."""
-        return self._live_core().reads.read(sql, params, timeout=timeout)
+        return _local(self._live_core()).reads.read(sql, params, timeout=timeout)
 
     def stats(self) -> dict[str, Any]:
         """The writer's figures (queue, batches, commit latency, errors, WAL size), and
@@ -260,14 +262,10 @@ class AsyncDatabase(_Face):
         core = self._live_core()
         loop = asyncio.get_running_loop()
         channel = self._channels.get(loop)
-        if channel is None or channel.core is not core:
-            channel = self._new_channel(core, loop)
+        if channel is None or channel.transport is not core.transport:
+            channel = core.async_channel(loop)
             self._channels[loop] = channel
         return channel
-
-    def _new_channel(self, core: Core, loop: asyncio.AbstractEventLoop) -> AsyncChannel:
-        """A pipelined line for one event loop (remote faces make their transport's)."""
-        return AsyncChannel(core, loop)
 
     def _after_fork(self) -> None:
         _abandoned.append(self._channels)
@@ -275,7 +273,7 @@ class AsyncDatabase(_Face):
 
     async def start(self) -> AsyncDatabase:
         """Find the writer (or become it) now, rather than at the first write."""
-        await self._channel().call({"t": "ping"}, write=False)
+        await self._channel().connect()
         return self
 
     def __await__(self) -> Generator[Any, None, AsyncDatabase]:
@@ -300,7 +298,7 @@ class AsyncDatabase(_Face):
         thread under the write turn); returns its result after COMMIT."""
         core = self._live_core()
         if core.direct_async:
-            direct = core.direct_writer()
+            direct = _local(core).direct_writer()
             call = functools.partial(direct.write, op_name(op), args, kwargs)
             return await asyncio.get_running_loop().run_in_executor(direct.executor(), call)
         return await self._channel().call(_op_fields(op, args, kwargs, self.config))
@@ -311,7 +309,7 @@ class AsyncDatabase(_Face):
         """Run one raw SQL write statement, routed like :meth:`write`."""
         core = self._live_core()
         if core.direct_async:
-            direct = core.direct_writer()
+            direct = _local(core).direct_writer()
             call = functools.partial(direct.execute, sql, params, many)
             return await asyncio.get_running_loop().run_in_executor(direct.executor(), call)
         value = await self._channel().call(_sql_fields(sql, params, many, self.config))
@@ -321,7 +319,7 @@ class AsyncDatabase(_Face):
         self, sql: str, params: Params = (), *, timeout: float | None = None
     ) -> list[sqlite3.Row]:
         """Run a read on a reader thread; the event loop keeps running meanwhile."""
-        return await self._live_core().reads.read_async(sql, params, timeout=timeout)
+        return await _local(self._live_core()).reads.read_async(sql, params, timeout=timeout)
 
     async def stats(self) -> dict[str, Any]:
         """The writer's figures, and this process's direct writes (as the sync face)."""
@@ -343,9 +341,13 @@ class AsyncDatabase(_Face):
         if self._core.pid != os.getpid():
             return
         channels, self._channels = self._channels, {}
-        for channel in channels.values():
-            channel.close()
-        await asyncio.get_running_loop().run_in_executor(None, self._core.close)
+        loop = asyncio.get_running_loop()
+        for channel_loop, channel in channels.items():
+            if channel_loop is loop:
+                await channel.aclose()
+            else:
+                channel.close()
+        await loop.run_in_executor(None, self._core.close)
 
     async def __aenter__(self) -> AsyncDatabase:
         return await self._start_or_close()
@@ -357,6 +359,63 @@ class AsyncDatabase(_Face):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class _RemoteFace:
+    """What both remote faces share: the core that reaches another host."""
+
+    _database: str
+    config: Config
+    _ops: Ops
+    _core: CoreBase
+
+    def _open_core(self) -> CoreBase:
+        return RemoteCore(self._database, self.config, self._ops)
+
+    def _rows(self, result: Any) -> list[sqlite3.Row]:
+        core = self._core
+        assert isinstance(core, RemoteCore)
+        return core.rows.build(result)
+
+    @property
+    def path(self) -> str:
+        """The writer's address."""
+        return self._database
+
+    @property
+    def is_writer(self) -> bool:
+        return False
+
+
+class RemoteDatabase(_RemoteFace, Database):
+    """A :class:`Database` whose writer runs on another host (``tcp://`` or ``redis://``).
+
+    Writes, and reads too, go to the writer's host; reads run there on its reader pool.
+    """
+
+    def read(
+        self, sql: str, params: Params = (), *, timeout: float | None = None
+    ) -> list[sqlite3.Row]:
+        """Run a read on the writer's host (its reader pool); rows have columns by name."""
+        return self._rows(self._channel().call(read_fields(sql, params, timeout), write=False))
+
+
+class AsyncRemoteDatabase(_RemoteFace, AsyncDatabase):
+    """The asyncio twin of :class:`RemoteDatabase`: many requests in flight at once."""
+
+    async def read(
+        self, sql: str, params: Params = (), *, timeout: float | None = None
+    ) -> list[sqlite3.Row]:
+        """Run a read on the writer's host (its reader pool)."""
+        result = await self._channel().call(read_fields(sql, params, timeout), write=False)
+        return self._rows(result)
+
+
+def _remote_config(config: Config | None, overrides: dict[str, Any]) -> Config:
+    """``queue=`` is the short name of ``redis_queue`` on ``connect("redis://...")``."""
+    if "queue" in overrides:
+        overrides["redis_queue"] = overrides.pop("queue")
+    return make_config(config, overrides)
 
 
 def connect(
@@ -373,10 +432,9 @@ def connect(
     ``redis://`` addresses reach a writer on another host (docs/remote.md).
     """
     if database.startswith(REMOTE_SCHEMES):
-        from .client.remote import connect_remote
-
-        return connect_remote(database, ops=ops, config=config, **overrides)
-    db = Database(database, ops, make_config(config, overrides))
+        db: Database = RemoteDatabase(database, ops, _remote_config(config, overrides))
+    else:
+        db = Database(database, ops, make_config(config, overrides))
     try:
         return db.start()
     except BaseException:
@@ -394,9 +452,7 @@ def connect_async(
     """The asyncio face: use as ``async with connect_async(...) as db`` or
     ``db = await connect_async(...)``."""
     if database.startswith(REMOTE_SCHEMES):
-        from .client.remote import connect_remote_async
-
-        return connect_remote_async(database, ops=ops, config=config, **overrides)
+        return AsyncRemoteDatabase(database, ops, _remote_config(config, overrides))
     return AsyncDatabase(database, ops, make_config(config, overrides))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from helpers import ONEWRITER_CLI, Child, Children, RawClient
 
 from onewriter.wire import frames as proto
-from onewriter.writer.endpoints.tcp import CLIENT_LABEL, proof
+from onewriter.wire.auth import CLIENT_LABEL, proof
 
 TOKEN = "a peer that knows the token is still only a peer"
 

@@ -19,7 +19,7 @@ from helpers import ONEWRITER_CLI, Child, Children, count, create_post, insert_n
 
 import onewriter
 from onewriter.wire import frames as proto
-from onewriter.writer.endpoints.tcp import CLIENT_LABEL, SERVER_LABEL, check_auth_reply, proof
+from onewriter.wire.auth import CLIENT_LABEL, SERVER_LABEL, check_auth_reply, proof
 
 TOKEN = "correct horse battery staple"
 

@@ -19,8 +19,9 @@ from sqlite3 import sqlite_version
 from typing import Any
 
 from .. import __version__
+from ..client.remote import REMOTE_SCHEMES
 from ..config import Config, resolve_paths
-from ..database import REMOTE_SCHEMES, Database, connect
+from ..database import Database, connect
 from ..demo._cli import register as register_demo
 from ..errors import OneWriterError, WriterUnavailable
 from ..extras import require_extra

@@ -1,62 +1,77 @@
-"""What the sync and asyncio faces share: paths, election, the local writer.
+"""A database as one process sees it: its paths, readers, direct writes, the writer role,
+and the transport that reaches the writer.
 
 Finding the writer: connect to its socket; if nobody answers, try the lock; the winner
-becomes the writer (migrating first), the others wait and connect again.
+becomes the writer (migrating first), the others wait and connect again
+(``transports/unix.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import logging
 import os
-import socket
 import threading
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 from .. import fork as _fork
 from ..config import Config, resolve_paths
-from ..errors import Unauthorized, WriterUnavailable, error_from_wire
+from ..errors import WriterUnavailable
 from ..ops import Ops
 from ..sqlite.readpool import ReadPool
-from ..wire import frames as proto
 from ..writer.direct import DirectWriter
 from ..writer.election import ElectionLock, lock_is_held
 from ..writer.service import WriterService
-from .differences import warn_writer_differences
-
-log = logging.getLogger("onewriter.client")
-
-#: errno values meaning "no writer is listening at that path right now".
-NO_LISTENER = {errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EAGAIN}
-HELLO_TIMEOUT = 5.0
-StreamProtocolT = TypeVar("StreamProtocolT", bound=asyncio.BaseProtocol)
+from .channel import AsyncChannel, SyncChannel
+from .transports.base import Transport
+from .transports.unix import UnixTransport
 
 
-class Core:
-    """One database as seen by one process: its paths, reader pool, direct writes and
-    writer role."""
+class CoreBase:
+    """What every core has: the configuration, the process it belongs to, a transport."""
 
     #: Whether sync / asyncio writes run directly here rather than through the writer.
     direct_sync = False
     direct_async = False
     direct: DirectWriter | None = None
+    local_writer: WriterService | None = None
+    transport: Transport
 
     def __init__(self, database: str, config: Config, ops: Ops) -> None:
         self.database = database
         self.config = config
         self.ops = ops
-        self.db_path, self.socket_path, self.lock_path = resolve_paths(database, config)
+        self.db_path = database
         self.pid = os.getpid()
         self.forks = _fork.generation()
+        self.closed = False
+
+    def running_local_writer(self) -> WriterService | None:
+        writer = self.local_writer
+        return writer if writer is not None and writer.running else None
+
+    def sync_channel(self) -> SyncChannel:
+        """A line to the writer for one thread."""
+        return SyncChannel(self.transport, self.config)
+
+    def async_channel(self, loop: asyncio.AbstractEventLoop) -> AsyncChannel:
+        """A pipelined line to the writer for one event loop."""
+        return AsyncChannel(self.transport, self.config, loop)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Core(CoreBase):
+    """A database file on this host: its paths, reader pool, direct writes and the
+    writer role."""
+
+    def __init__(self, database: str, config: Config, ops: Ops) -> None:
+        super().__init__(database, config, ops)
+        self.db_path, self.socket_path, self.lock_path = resolve_paths(database, config)
         self.lock = ElectionLock(self.lock_path)
-        self.local_writer: WriterService | None = None
         self.reads = ReadPool(self.db_path, config)
         self._elect_lock = threading.Lock()
         self.direct_sync, self.direct_async = write_routes(config)
-        self.closed = False
+        self.transport = UnixTransport(self)
 
     # -- direct writes -------------------------------------------------------------------
 
@@ -71,10 +86,6 @@ class Core:
         return direct
 
     # -- the writer role ---------------------------------------------------------------
-
-    def running_local_writer(self) -> WriterService | None:
-        writer = self.local_writer
-        return writer if writer is not None and writer.running else None
 
     @property
     def joins_others(self) -> bool:
@@ -102,64 +113,17 @@ class Core:
             self.local_writer = writer
             return writer
 
-    def unavailable(self, why: str) -> WriterUnavailable:
+    def unavailable(self) -> WriterUnavailable:
+        """Why no writer could be reached or become, for the caller."""
+        if self.joins_others and not lock_is_held(self.lock_path):
+            why = "no writer is running (nobody holds the writer lock)"
+        elif self.joins_others:
+            why = "nobody answered on the socket and the lock stayed taken"
+        else:
+            why = f"role {self.config.role!r} needs the writer lock, and another process holds it"
         return WriterUnavailable(
             f"no writer for {self.db_path} within {self.config.failover_timeout:.1f} s: {why}"
         )
-
-    def why_unavailable(self) -> str:
-        if self.joins_others and not lock_is_held(self.lock_path):
-            return "no writer is running (nobody holds the writer lock)"
-        if self.joins_others:
-            return "nobody answered on the socket and the lock stayed taken"
-        return f"role {self.config.role!r} needs the writer lock, and another process holds it"
-
-    async def open_stream(
-        self, loop: asyncio.AbstractEventLoop, factory: Callable[[], StreamProtocolT]
-    ) -> tuple[asyncio.BaseTransport, StreamProtocolT]:
-        """Connect ``factory()`` to the writer, ready for hello (TCP overrides this)."""
-        return await loop.create_unix_connection(factory, self.socket_path)
-
-    def connect_socket(self, client: bytes) -> socket.socket | None:
-        """Connect and say hello; ``None`` when no writer listens."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(HELLO_TIMEOUT)
-            sock.connect(self.socket_path)
-            sock.sendall(proto.frame(hello_message(client)))
-            reply = read_one_message(sock, proto.FrameReader(self.config.max_frame))
-        except OSError as exc:
-            sock.close()
-            if exc.errno in NO_LISTENER or isinstance(exc, ConnectionError | TimeoutError):
-                return None
-            raise
-        except BaseException:
-            sock.close()
-            raise
-        check_hello(reply)
-        warn_writer_differences(reply, self.ops, len(self.config.migrations), self.database)
-        sock.settimeout(None)
-        return sock
-
-    def find_writer(self, client: bytes) -> WriterService | socket.socket:
-        """The local writer or a connected socket, electing if needed (blocking)."""
-        deadline = time.monotonic() + self.config.failover_timeout
-        delay = 0.002
-        while True:
-            writer = self.running_local_writer()
-            if writer is not None:
-                return writer
-            if self.joins_others:
-                sock = self.connect_socket(client)
-                if sock is not None:
-                    return sock
-            writer = self.try_become_writer()
-            if writer is not None:
-                return writer
-            if time.monotonic() > deadline:
-                raise self.unavailable(self.why_unavailable())
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
 
     def close(self) -> None:
         if self.closed:
@@ -181,34 +145,3 @@ def write_routes(config: Config) -> tuple[bool, bool]:
     if config.writes == "direct":
         return True, True
     return config.durability == "normal", False
-
-
-def hello_message(client: bytes) -> dict[str, Any]:
-    return {"t": "hello", "v": proto.PROTOCOL_VERSION, "client": client}
-
-
-def check_hello(reply: Any) -> None:
-    """Raise the writer's refusal, if its answer to hello was one."""
-    if isinstance(reply, dict) and reply.get("t") == "hello":
-        return
-    if isinstance(reply, dict) and "error" in reply:
-        raise error_from_wire(reply["error"])
-    raise Unauthorized(f"unexpected answer to hello: {reply!r}")
-
-
-def read_one_message(sock: socket.socket, reader: proto.FrameReader) -> Any:
-    """Block until one whole message arrives on ``sock``."""
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            raise ConnectionResetError("the writer closed the connection")
-        for body in reader.feed(data):
-            return proto.messages(proto.unpack(body))[0]
-
-
-def reply_value(message: dict[str, Any]) -> Any:
-    """The result of a reply, or its error raised."""
-    error = message.get("error")
-    if error is not None:
-        raise error_from_wire(error)
-    return message.get("result")

@@ -121,6 +121,7 @@ class Request:
         "seq",
         "sink",
         "sql",
+        "tag",
     )
 
     def __init__(
@@ -154,6 +155,7 @@ class Request:
         self.encoded: bytes | None = None
         self.replayed = False
         self.error: OneWriterError | None = None
+        self.tag: Any = None  # the endpoint's note on where the reply goes
 
     def reply_body(self) -> bytes:
         """This request's reply, msgpack-encoded."""

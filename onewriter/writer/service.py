@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Config
 from ..errors import OneWriterError, QueueFull, ShuttingDown, UnknownOp, WriterUnavailable
@@ -23,15 +23,30 @@ from ..ops import Ops
 from ..sqlite.connect import check_filesystem, open_connection
 from ..sqlite.versions import log_sqlite_version
 from .election import ElectionLock, bind_private_socket, peer_uid, remove_socket
-from .endpoints.stream import ClientConnection
+from .endpoints.stream import StreamPeer
 from .engine import Engine, Request
+from .intake import Intake, Origin
 
 if TYPE_CHECKING:
-    from ..client.remote import RemoteEndpoints
+    from .endpoints import RemoteEndpoints
 
 log = logging.getLogger("onewriter.writer")
 
 _abandoned: list[Any] = []
+
+
+class LocalPeer(Protocol):
+    """A caller in the writer's own process, as the service sees it (an intake peer
+    that also takes immediate answers)."""
+
+    origin: Origin
+    client: bytes | None
+
+    def deliver(self, request: Request) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def answer(self, body: bytes) -> None: ...
 
 
 class WriterService:
@@ -54,7 +69,11 @@ class WriterService:
         self.engine: Engine
         self.schema_version = 0
         self.engine_errors: Counter[str] = Counter()
-        self.connections: set[ClientConnection] = set()
+        self.connections: set[StreamPeer] = set()
+        self.intake = Intake(self)
+        #: This process's own callers, and processes on the Unix socket: same rules.
+        self.local_origin = Origin("local", allow_sql=config.allow_sql, stats=True)
+        self.unix_origin = Origin("unix", allow_sql=config.allow_sql, stats=True)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._pending: collections.deque[Request] = collections.deque()
         self._scheduled = False
@@ -119,7 +138,7 @@ class WriterService:
             loop = asyncio.get_running_loop()
             self._server = await loop.create_unix_server(self._new_connection, sock=sock)
         if self.config.listen is not None or self.config.redis_url is not None:
-            from ..client.remote import start_endpoints  # imports the transports only when asked
+            from .endpoints import start_endpoints
 
             try:
                 self.remote = await start_endpoints(self)
@@ -136,10 +155,8 @@ class WriterService:
             f", socket {self.socket_path}" if self.socket_path else "",
         )
 
-    def _new_connection(self) -> ClientConnection:
-        return ClientConnection(
-            self, allow_sql=self.config.allow_sql, check_peer=self.authorize_peer
-        )
+    def _new_connection(self) -> StreamPeer:
+        return StreamPeer(self, self.unix_origin, check_peer=self.authorize_peer)
 
     def authorize_peer(self, sock: socket.socket) -> bool:
         """Only this user (and ``allowed_uids``) may use the Unix socket."""
@@ -228,15 +245,20 @@ class WriterService:
         self._pending.append(request)
         self._schedule()
 
-    def submit_threadsafe(self, request: Request) -> None:
-        """Queue a request from any thread of this process."""
+    def submit_threadsafe(self, peer: LocalPeer, body: bytes) -> None:
+        """Take a frame body from a caller in this process, from any thread: it goes
+        through the intake on the writer's thread, as one from the socket would."""
         loop = self.loop
         if loop is None or self._stopped.is_set() or loop.is_closed():
             raise WriterUnavailable("the writer in this process has stopped")
         try:
-            loop.call_soon_threadsafe(self.accept, request)
+            loop.call_soon_threadsafe(self._take_local, peer, body)
         except RuntimeError:
             raise WriterUnavailable("the writer in this process has stopped") from None
+
+    def _take_local(self, peer: LocalPeer, body: bytes) -> None:
+        self.intake.take_body(peer, body, peer.answer)
+        peer.flush()
 
     def _schedule(self) -> None:
         if self._scheduled:
@@ -297,15 +319,3 @@ class WriterService:
         if self.remote is not None:
             data["remote"] = self.remote.stats()
         return data
-
-    def stats_threadsafe(self, timeout: float = 5.0) -> dict[str, Any]:
-        """The stats, from any thread of this process."""
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            raise WriterUnavailable("the writer in this process has stopped")
-
-        async def snapshot() -> dict[str, Any]:
-            return self.stats()
-
-        future = asyncio.run_coroutine_threadsafe(snapshot(), loop)
-        return future.result(timeout)

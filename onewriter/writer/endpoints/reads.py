@@ -19,34 +19,27 @@ import asyncio
 import math
 import sqlite3
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from ...config import Config
-from ...errors import BadRequest, OneWriterError, QueueFull, ReadsDisabled, TooLarge
+from ...errors import BadRequest, OneWriterError, QueueFull, TooLarge
 from ...sqlite.readpool import Collect, Params, ReadPool
 from ...wire import frames as proto
 
 if TYPE_CHECKING:
     from ..service import WriterService
 
-Transport = Literal["tcp", "redis"]
 
 #: Rows fetched from SQLite at a time while a remote read's answer is packed.
 _FETCH_ROWS = 256
 _SQLITE_TOOBIG = 18
 
 
-def reads_allowed(config: Config, transport: Transport) -> bool:
+def reads_allowed(config: Config, transport: str) -> bool:
     """Whether peers on ``transport`` may send reads (and ask for stats)."""
     return config.remote_reads == "all" or config.remote_reads == transport
-
-
-def reads_disabled(transport: Transport) -> ReadsDisabled:
-    return ReadsDisabled(
-        f"this writer serves no reads or stats over {transport} (Config.remote_reads)"
-    )
 
 
 def _read_problem(sql: Any, params: Any, timeout: Any) -> str | None:

@@ -27,26 +27,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import reprlib
 import threading
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
-from urllib.parse import urlsplit, urlunsplit
 
-from ...extras import missing_extra
+import redis
 
-try:
-    import redis
-    import redis.asyncio
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-except ImportError as exc:
-    raise missing_extra("redis", "the Redis transport", exc) from None
-
-from ...errors import BadRequest, OneWriterError, QueueFull, ShuttingDown
+from ...errors import BadRequest, QueueFull, ShuttingDown
 from ...wire import frames as proto
+from ...wire.addresses import processing_key, redacted, reply_key
+from ...wire.redis import sync_client
 from ..engine import Request
-from .reads import RemoteReads, reads_allowed, reads_disabled
-from .stream import ClientConnection
+from ..intake import Origin
 
 if TYPE_CHECKING:
     from ..service import WriterService
@@ -61,8 +52,6 @@ BLOCK_SECONDS = 0.2
 JOIN_TIMEOUT = 5.0
 #: Pause after a batch the writer refused (queue full), before trying again.
 REFUSED_PAUSE = 0.02
-SOCKET_TIMEOUT = 10.0
-MAX_REPLIES_PER_READ = 1000
 
 #: Moves up to ARGV[1] elements from the head of KEYS[1] to the tail of KEYS[2].
 POP_SCRIPT = """
@@ -71,35 +60,6 @@ if not items then return {} end
 redis.call('RPUSH', KEYS[2], unpack(items))
 return items
 """
-
-
-def processing_key(queue: str) -> str:
-    return f"{queue}:processing"
-
-
-def reply_key(queue: str, client: bytes) -> str:
-    return f"{queue}:reply:{client.hex()}"
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password, for logs and stats."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
-
-
-def _no_retry() -> Retry:
-    return Retry(NoBackoff(), 0)
-
-
-def sync_client(url: str) -> redis.Redis:
-    """A client that never re-sends a command by itself."""
-    return redis.Redis.from_url(
-        url, retry=_no_retry(), socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=5.0
-    )
 
 
 # -- the writer's side ------------------------------------------------------------------------
@@ -202,91 +162,58 @@ def _decode(raw: bytes) -> dict[str, Any] | None:
     return None
 
 
-class _RedisPeer(ClientConnection):
-    """One producer's requests within a batch: the socket connection's checks, with
-    outcomes going to the batch instead of a transport."""
+class _RedisPeer:
+    """One producer's requests within a batch, as the intake sees them: outcomes go to
+    the batch, to be pushed with the others."""
 
     def __init__(self, consumer: RedisConsumer, batch: _Batch, client: bytes) -> None:
-        service = consumer.service
-        super().__init__(
-            service,
-            allow_sql=service.config.allow_sql_remote,
-            serves_reads=reads_allowed(service.config, "redis"),
-        )
-        self.consumer = consumer
+        self.origin = consumer.origin
+        self.intake = consumer.service.intake
         self.batch = batch
-        self.client = self.producer = client
-        self.greeted = True
+        self.client: bytes | None = client
+        self.producer = client
         self.key = reply_key(consumer.queue, client)
-        self._taken: dict[Request, tuple[int, bool]] = {}
 
     def take(self, index: int, m: dict[str, Any]) -> None:
-        batch = self.batch
-        rid = m.get("id")
         noreply = m.get("noreply") is True
         key = None if noreply else self.key
-        if not isinstance(rid, int) or isinstance(rid, bool):
-            error = BadRequest("every request needs an integer id")
-            batch.answer(index, key, proto.pack({"id": None, "error": error.to_wire()}))
-            return
+        batch = self.batch
         if batch.redriven:
             m["retry"] = True
             m.pop("deadline", None)
-        kind = m.get("t")
-        if kind is not None:
-            self._control(index, key, rid, kind, m)
-            return
-        try:
-            request = self._build(rid, m)
-        except OneWriterError as exc:
-            self.service.engine_errors[exc.code] += 1
-            self._report(rid, exc, noreply)
-            batch.answer(index, key, proto.pack({"id": rid, "error": exc.to_wire()}))
-            return
-        self._taken[request] = (index, noreply)
-        self.service.accept(request)
 
-    def _control(self, index: int, key: str | None, rid: int, kind: Any, m: dict[str, Any]) -> None:
-        batch = self.batch
-        error: OneWriterError | None = None
-        if kind in ("read", "stats") and not self.serves_reads:
-            error = reads_disabled("redis")
-        elif kind == "read":
-            self.consumer.reads.start(rid, m, lambda body: batch.answer(index, key, body))
-            return
-        elif kind == "stats":
-            body = proto.pack({"id": rid, "ok": True, "result": self.service.stats()})
-        elif kind == "ping":
-            body = proto.pack({"id": rid, "ok": True, "result": None})
-        else:
-            error = BadRequest(f"unknown message type {reprlib.repr(kind)}")
-        if error is not None:
-            self.service.engine_errors[error.code] += 1
-            body = proto.pack({"id": rid, "error": error.to_wire()})
-        batch.answer(index, key, body)
+        def answer(body: bytes) -> None:
+            if noreply:
+                self._report(body)
+            batch.answer(index, key, body)
+
+        self.intake.take(self, m, answer, tag=(index, noreply))
 
     def deliver(self, request: Request) -> None:
-        index, noreply = self._taken.pop(request)
+        index, noreply = request.tag
         if isinstance(request.error, ShuttingDown | QueueFull):
             self.batch.refused()
             return
-        if request.error is not None:
-            self._report(request.rid, request.error, noreply)
-        key = None if noreply else self.key
+        body = request.reply_body()
+        if noreply and request.error is not None:
+            self._report(body)
         ran = (self.producer, request.seq) if request.seq is not None else None
-        self.batch.answer(index, key, request.reply_body(), ran)
+        self.batch.answer(index, None if noreply else self.key, body, ran)
 
     def flush(self) -> None:
         """Outcomes are pushed by the consumer, per batch."""
 
-    def _report(self, rid: Any, error: OneWriterError, noreply: bool) -> None:
-        if noreply:
+    def _report(self, body: bytes) -> None:
+        """A fire-and-forget request failed: nobody waits for its reply, so log it."""
+        reply = proto.unpack(body)
+        error = reply.get("error") if isinstance(reply, dict) else None
+        if isinstance(error, dict):
             log.warning(
                 "fire-and-forget request %s of client %s failed: %s: %s",
-                rid,
+                reply.get("id"),
                 self.producer.hex(),
-                error.code,
-                error.message,
+                error.get("code"),
+                error.get("message"),
             )
 
 
@@ -294,11 +221,11 @@ class RedisConsumer:
     """Takes requests from the Redis list on a thread of its own and hands them to the
     writer, one batch at a time; pushes the replies and forgets the answered."""
 
-    def __init__(self, service: WriterService, reads: RemoteReads) -> None:
+    def __init__(self, service: WriterService, origin: Origin) -> None:
         config = service.config
         assert config.redis_url is not None
         self.service = service
-        self.reads = reads
+        self.origin = origin
         self.url = config.redis_url
         self.redacted_url = redacted(config.redis_url)
         self.queue = config.redis_queue
@@ -442,6 +369,3 @@ class RedisConsumer:
         engine = self.service.engine
         for client, ack in acks.items():
             engine.note_ack(client, ack)
-
-
-# -- the producers' side ----------------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""Links to the writer in this very process: the same frames, without a socket.
+
+Messages are encoded and decoded as over a socket and go through the writer's intake, so
+a request gets the same answer here as from any other process; only the kernel round
+trip is saved (one thread-safe call per batch each way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from typing import Any
+
+from ...errors import ShuttingDown, WriterUnavailable
+from ...wire import frames as proto
+from ...writer.engine import Request
+from ...writer.intake import Origin
+from ...writer.service import WriterService
+from .base import Receiver
+
+_SHUTTING_DOWN = ShuttingDown.code
+
+
+def _list_body(bodies: list[bytes]) -> bytes:
+    """Encoded messages as one encoded list (a frame body without its header)."""
+    if len(bodies) == 1:
+        return bodies[0]
+    return proto.array_header(len(bodies)) + b"".join(bodies)
+
+
+class _WriterSide:
+    """The intake's peer: what the writer thread calls with outcomes."""
+
+    origin: Origin
+
+    def __init__(self, writer: WriterService, client: bytes) -> None:
+        self.writer = writer
+        self.origin = writer.local_origin
+        self.client: bytes | None = client
+        self._replies: list[bytes] = []
+        self.answer = self._replies.append
+
+    def deliver(self, request: Request) -> None:
+        self._replies.append(request.reply_body())
+
+    def flush(self) -> None:
+        """The writer has handed over a batch's outcomes."""
+
+    def take_replies(self) -> list[bytes]:
+        replies = self._replies[:]
+        self._replies.clear()
+        return replies
+
+    def submit(self, body: bytes) -> None:
+        """Hand ``body`` to the writer; a stopped writer is a lost link."""
+        try:
+            self.writer.submit_threadsafe(self, body)
+        except WriterUnavailable as exc:
+            raise ConnectionResetError(str(exc)) from None
+
+
+class InProcessSyncLink(_WriterSide):
+    """One thread's line to the writer of this process."""
+
+    def __init__(self, writer: WriterService, client: bytes) -> None:
+        super().__init__(writer, client)
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+
+    def flush(self) -> None:  # writer thread
+        self._ready.set()
+
+    def send(self, body: bytes) -> None:
+        self._ready.clear()
+        self.submit(body)
+
+    def receive(self, deadline: float) -> list[Any]:
+        while True:
+            if not self._ready.wait(max(0.0, deadline - time.monotonic())):
+                if not self.writer.running:
+                    raise ConnectionResetError("the writer in this process stopped")
+                raise TimeoutError
+            with self._lock:
+                self._ready.clear()
+                bodies = self.take_replies()
+            if bodies:
+                return [proto.unpack(body) for body in bodies]
+
+    def close(self) -> None:
+        pass
+
+
+class InProcessAsyncLink(_WriterSide):
+    """An event loop's pipelined line to the writer of this process."""
+
+    def __init__(
+        self,
+        writer: WriterService,
+        client: bytes,
+        receiver: Receiver,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(writer, client)
+        self.receiver = receiver
+        self.loop = loop
+        self.closed = False
+
+    def flush(self) -> None:  # writer thread: one hop back per batch
+        bodies = self.take_replies()
+        if bodies and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._replied, bodies)
+
+    def _replied(self, bodies: list[bytes]) -> None:
+        draining = False
+        receiver = self.receiver
+        for body in bodies:
+            message = proto.unpack(body)
+            error = message.get("error") if isinstance(message, dict) else None
+            if isinstance(error, dict) and error.get("code") == _SHUTTING_DOWN:
+                draining = True  # re-sent to the next writer, as a closed socket would be
+                continue
+            receiver.on_message(message)
+        if draining and not self.closed:
+            self.closed = True
+            receiver.on_lost(self)
+
+    def send(self, items: list[tuple[int, bytes]]) -> None:
+        if self.closed:
+            return
+        try:
+            self.submit(_list_body([body for _, body in items]))
+        except ConnectionResetError:
+            self.closed = True
+            self.loop.call_soon(self.receiver.on_lost, self)
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def aclose(self) -> None:
+        self.close()
