@@ -14,8 +14,14 @@ import logging
 import time
 from typing import Any, cast
 
-import redis
-import redis.asyncio
+from ...extras import missing_extra
+
+try:
+    import redis
+    import redis.asyncio
+except ImportError as exc:
+    raise missing_extra("redis", "the Redis transport", exc) from None
+
 
 from ...config import Config
 from ...errors import WriterUnavailable

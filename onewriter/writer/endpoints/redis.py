@@ -30,7 +30,13 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-import redis
+from ...extras import missing_extra
+
+try:
+    import redis
+except ImportError as exc:
+    raise missing_extra("redis", "the Redis transport", exc) from None
+
 
 from ...errors import BadRequest, QueueFull, ShuttingDown
 from ...wire import frames as proto
