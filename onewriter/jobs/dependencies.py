@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ._model import FINISHED
+from .model import FINISHED
 
 FAILED = frozenset({"dead", "cancelled"})
 #: Dependencies resolved per statement, and statements per housekeeping step at most.

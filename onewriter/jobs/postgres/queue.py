@@ -16,13 +16,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ClassVar
 
-from ..errors import Closed
-from . import _pg_sql as sql
-from ._async_store import AsyncJobStore
-from ._calls import Call, Calls
-from ._model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION
-from ._pg_ops import PG_OPS, Statement, Steps
-from ._pg_run import (
+from ...errors import Closed
+from ..api.aio import AsyncJobStore
+from ..api.calls import Call, Calls
+from ..api.sync import JobStore, Reads
+from ..model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION
+from . import sql
+from .run import (
     AsyncListener,
     AsyncPool,
     Pool,
@@ -34,7 +34,7 @@ from ._pg_run import (
     run,
     run_async,
 )
-from ._store import JobStore, Reads
+from .steps import PG_OPS, Statement, Steps
 
 PG_READS = Reads.of(sql)
 

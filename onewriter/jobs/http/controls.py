@@ -12,11 +12,11 @@ from msgspec import UnsetType
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import _http_models as m
-from ._http_io import reply
+from . import models as m
+from .io import reply
 
 if TYPE_CHECKING:
-    from ._async_store import AsyncJobStore
+    from ..api.aio import AsyncJobStore
 
 Handler = Callable[[Request, Any, Any], Awaitable[Response]]
 

@@ -25,9 +25,9 @@ from typing import Any
 
 from ..cli.progress import LiveProgress
 from ..cli.tables import Table, print_blocks
-from ._model import NewJob
-from ._remote import RemoteQueue
-from ._store import is_postgres_url
+from .api.sync import is_postgres_url
+from .http.remote import RemoteQueue
+from .model import NewJob
 
 #: name -> (workers, jobs), as published.
 CONFIGS: dict[str, tuple[int, int]] = {"light": (5, 50), "medium": (15, 500), "heavy": (40, 2000)}

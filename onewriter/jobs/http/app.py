@@ -21,22 +21,22 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..database import connect_async
-from ..errors import BadRequest, OneWriterError
-from ..metrics import CONTENT_TYPE
-from ..ops import Ops
-from . import _http_models as m
-from ._async_queue import AsyncJobQueue
-from ._async_store import AsyncJobStore
-from ._http_controls import ControlEndpoints
-from ._http_io import Settings, check_auth, error_response, read_body, reply
-from ._http_models import convert, decode
-from ._metrics import HttpMetrics, render
-from ._model import Job
-from ._openapi import ENDPOINTS, Endpoint, openapi_schema
-from ._ops import jobs_ops
-from ._store import is_postgres_url
-from ._ui import PAGE
+from ...database import connect_async
+from ...errors import BadRequest, OneWriterError
+from ...metrics import CONTENT_TYPE
+from ...ops import Ops
+from ..api.aio import AsyncJobStore
+from ..api.sync import is_postgres_url
+from ..model import Job
+from ..sqlite.aio import AsyncJobQueue
+from ..sqlite.ops import jobs_ops
+from . import models as m
+from .controls import ControlEndpoints
+from .io import Settings, check_auth, error_response, read_body, reply
+from .metrics import HttpMetrics, render
+from .models import convert, decode
+from .openapi import ENDPOINTS, Endpoint, openapi_schema
+from .ui import PAGE
 
 log = logging.getLogger("onewriter.jobs.http")
 
@@ -72,7 +72,7 @@ class Service:
         a SQLite file whose writer another process (the primary) hosts."""
         settings = self.settings
         if is_postgres_url(settings.database):
-            from ._pg import AsyncPgJobQueue
+            from ..postgres.queue import AsyncPgJobQueue
 
             async with AsyncPgJobQueue(
                 settings.database,

@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest
-from . import _ops as ops
-from . import _sql as sql
-from ._calls import check_parents, parents_params
-from ._model import DEFAULT_PAYLOAD_LIMIT, Enqueued, NewJob, check_queue_name, decode_batch
-from ._model import encode_batch as _encode
+from .api.calls import check_parents, parents_params
+from .model import DEFAULT_PAYLOAD_LIMIT, Enqueued, NewJob, check_queue_name, decode_batch
+from .model import encode_batch as _encode
+from .sqlite import ops as ops
+from .sqlite import sql as sql
 
 if TYPE_CHECKING:
     import psycopg
@@ -55,9 +55,9 @@ def enqueue_many_in(
         if parents is not None:
             check_parents(parents, conn.execute(sql.EXISTING, parents).fetchall())
         return decode_batch(ops.jobs_enqueue(conn, name, groups, keyed), layout)
-    from . import _pg_sql as pg_sql
-    from ._pg_ops import enqueue
-    from ._pg_run import run_on
+    from .postgres import sql as pg_sql
+    from .postgres.run import run_on
+    from .postgres.steps import enqueue
 
     _check_pg_transaction(conn.info.transaction_status, conn.autocommit)
     if parents is not None:
@@ -74,9 +74,9 @@ async def enqueue_in_async(
     **options: Any,
 ) -> int:
     """Add a job in the transaction of a psycopg ``AsyncConnection``; its id."""
-    from . import _pg_sql as pg_sql
-    from ._pg_ops import enqueue
-    from ._pg_run import run_on_async
+    from .postgres import sql as pg_sql
+    from .postgres.run import run_on_async
+    from .postgres.steps import enqueue
 
     job = NewJob(payload=payload, **options)
     groups, keyed, layout = _encode([job], payload_limit)

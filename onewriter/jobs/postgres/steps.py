@@ -16,10 +16,9 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..errors import OneWriterError
-from . import _pg_sql as sql
-from ._cron import next_time
-from ._dependencies import (
+from ...errors import OneWriterError
+from ..cron import next_time
+from ..dependencies import (
     FAILED,
     RESOLVE_ROUNDS,
     RESOLVE_STEP,
@@ -28,7 +27,8 @@ from ._dependencies import (
     parents_of,
     place,
 )
-from ._model import BACKOFF_CAP, TIMEOUT_SLACK
+from ..model import BACKOFF_CAP, TIMEOUT_SLACK
+from . import sql
 
 T = TypeVar("T")
 

@@ -10,12 +10,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..errors import BadRequest, UnknownOp
-from ..ops import Op
-from . import _ops as ops
-from ._cron import next_time
-from ._errors import JobCancelled, JobNotFound, LeaseLost
-from ._model import (
+from ...errors import BadRequest, UnknownOp
+from ...ops import Op
+from ..cron import next_time
+from ..errors import JobCancelled, JobNotFound, LeaseLost
+from ..model import (
     STATES,
     Job,
     Layout,
@@ -35,6 +34,7 @@ from ._model import (
     job_from_row,
     settings_from_row,
 )
+from ..sqlite import ops as ops
 
 Call = tuple[Op[..., Any], dict[str, Any]]
 

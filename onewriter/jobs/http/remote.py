@@ -12,9 +12,9 @@ from urllib.parse import quote
 
 import httpx
 
-from ..errors import ERRORS_BY_CODE, OneWriterError, WriterUnavailable
-from ._errors import JobCancelled, JobNotFound, LeaseLost, UnsupportedMediaType
-from ._model import (
+from ...errors import ERRORS_BY_CODE, OneWriterError, WriterUnavailable
+from ..errors import JobCancelled, JobNotFound, LeaseLost, UnsupportedMediaType
+from ..model import (
     DEFAULT_LEASE,
     Batch,
     Enqueued,

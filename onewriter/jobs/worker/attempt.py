@@ -16,7 +16,7 @@ import threading
 from contextvars import ContextVar
 from typing import Any
 
-from ._model import Job, check_progress
+from ..model import Job, check_progress
 
 _current: ContextVar[Attempt] = ContextVar("onewriter_job_attempt")
 

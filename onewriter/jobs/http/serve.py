@@ -29,16 +29,16 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
-from ..database import Database, connect
-from ..errors import OneWriterError
-from ..metrics import MULTIPROC_ENV, multiprocess_dir
-from ..ops import Ops
-from ._http import create_app
-from ._http_io import Settings
-from ._model import DEFAULT_RETENTION
-from ._ops import jobs_ops
-from ._queue import JobQueue
-from ._store import JobStore, is_postgres_url
+from ...database import Database, connect
+from ...errors import OneWriterError
+from ...metrics import MULTIPROC_ENV, multiprocess_dir
+from ...ops import Ops
+from ..api.sync import JobStore, is_postgres_url
+from ..model import DEFAULT_RETENTION
+from ..sqlite.ops import jobs_ops
+from ..sqlite.queue import JobQueue
+from .app import create_app
+from .io import Settings
 
 log = logging.getLogger("onewriter.jobs.serve")
 
@@ -223,7 +223,7 @@ def _open_primary(settings: Settings, options: ServeOptions) -> Iterator[tuple[J
     """The primary's store (tables, housekeeping) and how READY names it; on SQLite the
     primary hosts the writer."""
     if is_postgres_url(settings.database):
-        from ._pg import PgJobQueue
+        from ..postgres.queue import PgJobQueue
 
         with PgJobQueue(settings.database, retention=options.retention, pool_size=2) as queue:
             yield queue, _redacted(settings.database)

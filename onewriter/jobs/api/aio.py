@@ -11,22 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Literal
 
-from . import _ops as ops
-from ._calls import (
-    PRUNE_STEP,
-    WAIT_FIRST_POLL,
-    WAIT_MAX_POLL,
-    Call,
-    Calls,
-    check_parents,
-    claimable_params,
-    parents_params,
-    per_minute,
-    throughput_params,
-)
-from ._controls import AsyncControls
-from ._errors import JobNotFound
-from ._model import (
+from ..errors import JobNotFound
+from ..model import (
     DEFAULT_BACKOFF,
     DEFAULT_LEASE,
     DEFAULT_MAX_ATTEMPTS,
@@ -38,8 +24,22 @@ from ._model import (
     decode_batch,
     job_from_row,
 )
-from ._store import Reads
-from ._wake import FIRST_POLL, MAX_POLL, AsyncWaker
+from ..sqlite import ops as ops
+from ..wake import FIRST_POLL, MAX_POLL, AsyncWaker
+from .calls import (
+    PRUNE_STEP,
+    WAIT_FIRST_POLL,
+    WAIT_MAX_POLL,
+    Call,
+    Calls,
+    check_parents,
+    claimable_params,
+    parents_params,
+    per_minute,
+    throughput_params,
+)
+from .controls import AsyncControls
+from .sync import Reads
 
 
 class AsyncJobStore(AsyncControls, ABC):

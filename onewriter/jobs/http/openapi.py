@@ -14,9 +14,9 @@ from typing import Any
 
 import msgspec
 
-from . import _http_models as m
-from ._http_io import OPEN, PRODUCER, WORKER
-from ._model import Job, QueueSettings
+from ..model import Job, QueueSettings
+from . import models as m
+from .io import OPEN, PRODUCER, WORKER
 
 BOTH = frozenset({PRODUCER, WORKER})
 _PRODUCER = frozenset({PRODUCER})

@@ -20,22 +20,8 @@ from dataclasses import dataclass, fields
 from types import ModuleType
 from typing import Any, ClassVar, Literal
 
-from . import _ops as ops
-from ._calls import (
-    PRUNE_STEP,
-    WAIT_FIRST_POLL,
-    WAIT_MAX_POLL,
-    Call,
-    Calls,
-    check_parents,
-    claimable_params,
-    parents_params,
-    per_minute,
-    throughput_params,
-)
-from ._controls import Controls
-from ._errors import JobNotFound
-from ._model import (
+from ..errors import JobNotFound
+from ..model import (
     DEFAULT_BACKOFF,
     DEFAULT_LEASE,
     DEFAULT_MAX_ATTEMPTS,
@@ -47,7 +33,21 @@ from ._model import (
     decode_batch,
     job_from_row,
 )
-from ._wake import FIRST_POLL, MAX_POLL, ThreadWaker
+from ..sqlite import ops as ops
+from ..wake import FIRST_POLL, MAX_POLL, ThreadWaker
+from .calls import (
+    PRUNE_STEP,
+    WAIT_FIRST_POLL,
+    WAIT_MAX_POLL,
+    Call,
+    Calls,
+    check_parents,
+    claimable_params,
+    parents_params,
+    per_minute,
+    throughput_params,
+)
+from .controls import Controls
 
 
 def is_postgres_url(target: str) -> bool:

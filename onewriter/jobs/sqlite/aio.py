@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..database import AsyncDatabase
-from ..errors import UnknownOp
-from ._async_store import AsyncJobStore
-from ._calls import Call, Calls, unknown_op_hint
-from ._model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION
-from ._queue import SQLITE_READS
+from ...database import AsyncDatabase
+from ...errors import UnknownOp
+from ..api.aio import AsyncJobStore
+from ..api.calls import Call, Calls, unknown_op_hint
+from ..model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION
+from .queue import SQLITE_READS
 
 
 class AsyncJobQueue(AsyncJobStore):

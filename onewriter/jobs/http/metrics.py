@@ -14,8 +14,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from ..metrics import Counters, exposition
-from ._model import STATES
+from ...metrics import Counters, exposition
+from ..model import STATES
 
 
 class HttpMetrics:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-SCHEMA = files(__package__).joinpath("_schema.sql").read_text(encoding="utf-8")
+SCHEMA = files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
 
 TABLE = "onewriter_jobs"
 

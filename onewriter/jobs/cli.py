@@ -30,8 +30,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     instances may share one database. Prints READY {json} when serving; SIGTERM drains."""
     store = args.database
     _require_store_extras("onewriter jobs serve", store)
-    from ._http_io import Settings
-    from ._serve import ServeOptions, serve
+    from .http.io import Settings
+    from .http.serve import ServeOptions, serve
 
     settings = Settings(
         database=store,
@@ -56,8 +56,8 @@ def cmd_work(args: argparse.Namespace) -> int:
     finish or release what is held and print a summary."""
     require_extra("http", "onewriter jobs work")
     from ..cli.objects import load_object
-    from ._remote import RemoteQueue
-    from ._worker import Worker, WorkerOptions
+    from .http.remote import RemoteQueue
+    from .worker.runner import Worker, WorkerOptions
 
     if not args.queue or not args.handler:
         raise SystemExit("onewriter jobs work: --queue and --handler are required")
@@ -97,7 +97,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
     configurations with real HTTP workers; print workers, jobs, success %, p99 latency,
     throughput, duplicates and lost jobs."""
     _require_store_extras("onewriter jobs stress", args.database)
-    from ._stress import StressOptions, run_stress
+    from .stress import StressOptions, run_stress
 
     options = StressOptions(
         configs=tuple(c.strip() for c in args.configs.split(",") if c.strip()),

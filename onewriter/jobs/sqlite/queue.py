@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..database import Database
-from ..errors import UnknownOp
-from . import _sql as sql
-from ._calls import Call, Calls, unknown_op_hint
-from ._model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION
-from ._store import JobStore, Reads
+from ...database import Database
+from ...errors import UnknownOp
+from ..api.calls import Call, Calls, unknown_op_hint
+from ..api.sync import JobStore, Reads
+from ..model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION
+from . import sql
 
 SQLITE_READS = Reads.of(sql)
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-from ..errors import BadRequest
-from ._model import (
+from ...errors import BadRequest
+from ..model import (
     BACKOFF_CAP,
     DEFAULT_BACKOFF,
     DEFAULT_LEASE,

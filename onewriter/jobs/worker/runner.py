@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import OneWriterError
-from ._attempt import Attempt, JobStopped
-from ._errors import JobCancelled, LeaseLost
-from ._model import DEFAULT_LEASE, Job
+from ...errors import OneWriterError
+from ..errors import JobCancelled, LeaseLost
+from ..model import DEFAULT_LEASE, Job
+from .attempt import Attempt, JobStopped
 
 log = logging.getLogger("onewriter.jobs.worker")
 

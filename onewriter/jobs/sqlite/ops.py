@@ -12,10 +12,9 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from ..ops import Ops
-from . import _sql as sql
-from ._cron import next_time
-from ._dependencies import (
+from ...ops import Ops
+from ..cron import next_time
+from ..dependencies import (
     FAILED,
     RESOLVE_ROUNDS,
     RESOLVE_STEP,
@@ -24,7 +23,8 @@ from ._dependencies import (
     parents_of,
     place,
 )
-from ._model import BACKOFF_CAP, TIMEOUT_SLACK
+from ..model import BACKOFF_CAP, TIMEOUT_SLACK
+from . import sql
 
 jobs_ops = Ops()
 

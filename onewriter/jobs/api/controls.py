@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._calls import Call, Calls, check_parents, parents_params
-from ._model import Batch, NewJob, QueueSettings, check_queue_name, decode_batch
+from ..model import Batch, NewJob, QueueSettings, check_queue_name, decode_batch
+from .calls import Call, Calls, check_parents, parents_params
 
 if TYPE_CHECKING:
-    from ._store import Reads
-    from ._wake import AsyncWaker, ThreadWaker
+    from ..wake import AsyncWaker, ThreadWaker
+    from .sync import Reads
 
 #: ``rate_limit`` left as it is by :meth:`Controls.configure`.
 UNCHANGED: Any = object()

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-SCHEMA = files(__package__).joinpath("_pg_schema.sql").read_text(encoding="utf-8")
+SCHEMA = files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
 #: Each later version's changes, applied in order (to new and older databases alike).
 MIGRATIONS = {
-    2: files(__package__).joinpath("_pg_schema_2.sql").read_text(encoding="utf-8"),
+    2: files(__package__).joinpath("schema_2.sql").read_text(encoding="utf-8"),
 }
 
 #: The notification channel; the payload is the queue's name.

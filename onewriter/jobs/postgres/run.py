@@ -19,10 +19,10 @@ from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from ..errors import WriterUnavailable
-from . import _pg_sql as sql
-from ._pg_ops import Result, Statement, Steps
-from ._wake import AsyncWaker, ThreadWaker
+from ...errors import WriterUnavailable
+from ..wake import AsyncWaker, ThreadWaker
+from . import sql
+from .steps import Result, Statement, Steps
 
 log = logging.getLogger("onewriter.jobs.postgres")
 

@@ -13,9 +13,9 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import OneWriterError, TooLarge, Unauthorized
-from ._errors import UnsupportedMediaType
-from ._model import DEFAULT_PAYLOAD_LIMIT
+from ...errors import OneWriterError, TooLarge, Unauthorized
+from ..errors import UnsupportedMediaType
+from ..model import DEFAULT_PAYLOAD_LIMIT
 
 PRODUCER = "producer"
 WORKER = "worker"
