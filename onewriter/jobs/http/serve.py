@@ -44,7 +44,7 @@ log = logging.getLogger("onewriter.jobs.serve")
 
 SETTINGS_ENV = "ONEWRITER_JOBS_SERVICE"
 FDS_ENV = "ONEWRITER_JOBS_FDS"
-_CHILD = "from onewriter.jobs._serve import child_main; child_main()"
+_CHILD = "from onewriter.jobs.http.serve import child_main; child_main()"
 _STARTUP_TIMEOUT = 60.0
 _STOP_TIMEOUT = 10.0
 _GRACEFUL_SECONDS = 3
