@@ -353,7 +353,7 @@ def encode_batch(
     return groups, keyed, layout
 
 
-def decode_batch(result: list[Any], layout: Layout) -> list[Enqueued]:
+def decode_batch(result: Sequence[Any], layout: Layout) -> list[Enqueued]:
     """The outcome of each job of a batch, in the order given."""
     group_ids, keyed = result[0], result[1]
     return [

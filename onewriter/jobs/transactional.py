@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest
-from .api.calls import check_parents, parents_params
+from .api.flows import check_parents, parents_params
 from .model import DEFAULT_PAYLOAD_LIMIT, Enqueued, NewJob, check_queue_name, decode_batch
 from .model import encode_batch as _encode
 from .sqlite import ops as ops
@@ -53,7 +53,7 @@ def enqueue_many_in(
         if not conn.in_transaction:
             raise BadRequest("enqueue_in needs the conn of a running op (inside its transaction)")
         if parents is not None:
-            check_parents(parents, conn.execute(sql.EXISTING, parents).fetchall())
+            check_parents(parents, {row[0] for row in conn.execute(sql.EXISTING, parents)})
         return decode_batch(ops.jobs_enqueue(conn, name, groups, keyed), layout)
     from .postgres import sql as pg_sql
     from .postgres.run import run_on
@@ -61,7 +61,7 @@ def enqueue_many_in(
 
     _check_pg_transaction(conn.info.transaction_status, conn.autocommit)
     if parents is not None:
-        check_parents(parents, conn.execute(pg_sql.EXISTING, parents).fetchall())
+        check_parents(parents, {row[0] for row in conn.execute(pg_sql.EXISTING, parents)})
     return decode_batch(run_on(conn, enqueue(name, groups, keyed)), layout)
 
 
@@ -83,7 +83,7 @@ async def enqueue_in_async(
     _check_pg_transaction(conn.info.transaction_status, conn.autocommit)
     if (parents := parents_params([job])) is not None:
         cursor = await conn.execute(pg_sql.EXISTING, parents)
-        check_parents(parents, await cursor.fetchall())
+        check_parents(parents, {row[0] for row in await cursor.fetchall()})
     result = await run_on_async(conn, enqueue(check_queue_name(queue), groups, keyed))
     return decode_batch(result, layout)[0].id
 

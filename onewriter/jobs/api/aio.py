@@ -1,74 +1,59 @@
-"""The queue's API for asyncio code, once, over any job store: the twin of
-:class:`~onewriter.jobs.JobStore` (see :mod:`onewriter.jobs._store`), every method a
-coroutine. The HTTP service and the worker runner take any :class:`AsyncJobStore`.
+"""The queue's API for asyncio code, over any store: the twin of
+:class:`~onewriter.jobs.JobStore`, every method a coroutine, running the same flows
+(:mod:`onewriter.jobs.api.flows`). The HTTP service and the worker runner take any
+:class:`AsyncJobStore`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
-from ..errors import JobNotFound
 from ..model import (
     DEFAULT_BACKOFF,
     DEFAULT_LEASE,
     DEFAULT_MAX_ATTEMPTS,
+    Batch,
     Enqueued,
     Job,
     NewJob,
+    QueueSettings,
     State,
-    check_limit,
-    decode_batch,
-    job_from_row,
 )
-from ..sqlite import ops as ops
+from ..store import Steps
 from ..wake import FIRST_POLL, MAX_POLL, AsyncWaker
-from .calls import (
-    PRUNE_STEP,
-    WAIT_FIRST_POLL,
-    WAIT_MAX_POLL,
-    Call,
-    Calls,
-    check_parents,
-    claimable_params,
-    parents_params,
-    per_minute,
-    throughput_params,
-)
-from .controls import AsyncControls
-from .sync import Reads
+from .flows import Control, Flows, Listen, Notify, Sleep, Wake
+from .sync import UNCHANGED
+
+T = TypeVar("T")
 
 
-class AsyncJobStore(AsyncControls, ABC):
+class AsyncJobStore(ABC):
     """The queue, from asyncio code, over one store: the twin of :class:`JobStore`, every
     method a coroutine. Tables are created on first use (or by ``await queue.setup()``)."""
 
     first_poll: ClassVar[float] = FIRST_POLL
     max_poll: ClassVar[float] = MAX_POLL
 
-    def __init__(self, calls: Calls, reads: Reads) -> None:
-        self._calls = calls
-        self._reads = reads
+    def __init__(self, flows: Flows) -> None:
+        self._flows = flows
         self._waker = AsyncWaker()
         self._ready = False
         self._setup_lock: asyncio.Lock | None = None
 
     @abstractmethod
-    async def _write_now(self, call: Call) -> Any:
-        """Run one write of the queue in one transaction; its result."""
-
-    @abstractmethod
-    async def _read(self, statement: str, params: dict[str, Any] | None = None) -> list[Any]:
-        """Run one read; its rows."""
+    async def _execute(self, request: Any) -> Any:
+        """Answer one request of the store's steps (a write, a read)."""
 
     async def _open(self) -> None:
         """Get ready to run writes (before the tables are set up)."""
+        return None
 
     def _before_waiting(self) -> None:
         """Called when a claim is about to wait (a store may start listening then)."""
+        return None
 
     @abstractmethod
     async def health(self) -> dict[str, Any]:
@@ -81,12 +66,33 @@ class AsyncJobStore(AsyncControls, ABC):
 
     @property
     def payload_limit(self) -> int | None:
-        return self._calls.payload_limit
+        return self._flows.payload_limit
 
-    async def _write(self, call: Call) -> Any:
-        if not self._ready:
+    async def _run(self, flow: Steps[T], *, setup: bool = True) -> T:
+        if setup and not self._ready:
             await self.setup()
-        return await self._write_now(call)
+        answer: Any = None
+        while True:
+            try:
+                request = flow.send(answer)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            if isinstance(request, Control):
+                answer = await self._control(request)
+            else:
+                answer = await self._execute(request)
+
+    async def _control(self, request: Control) -> Any:
+        if isinstance(request, Wake):
+            return await self._waker.wait(request.queue, request.timeout)
+        if isinstance(request, Notify):
+            self._waker.notify(request.queue)
+        elif isinstance(request, Sleep):
+            await asyncio.sleep(request.seconds)
+        elif isinstance(request, Listen):
+            self._before_waiting()
+        return None
 
     async def setup(self) -> None:
         """Create the queue's tables if missing (done once, on first use)."""
@@ -95,7 +101,7 @@ class AsyncJobStore(AsyncControls, ABC):
         async with self._setup_lock:
             if not self._ready:
                 await self._open()
-                await self._write_now((ops.jobs_setup, {}))
+                await self._run(self._flows.setup(), setup=False)
                 self._ready = True
 
     async def enqueue(
@@ -136,13 +142,7 @@ class AsyncJobStore(AsyncControls, ABC):
 
     async def enqueue_many(self, queue: str, jobs: Iterable[NewJob | Any]) -> list[Enqueued]:
         """Add many jobs in one transaction."""
-        jobs = list(jobs)
-        if (params := parents_params(jobs)) is not None:
-            check_parents(params, await self._read(self._reads.existing, params))
-        call, layout = self._calls.enqueue_call(queue, jobs)
-        result = decode_batch(await self._write(call), layout)
-        self._waker.notify(queue)
-        return result
+        return await self._run(self._flows.enqueue_many(queue, jobs))
 
     async def claim(
         self,
@@ -156,20 +156,10 @@ class AsyncJobStore(AsyncControls, ABC):
     ) -> list[Job]:
         """Lease up to ``limit`` jobs, waiting up to ``wait`` s for one (see
         :meth:`JobStore.claim`)."""
-        caps = list(capabilities)
-        call = self._calls.claim_call(queue, worker, caps, limit, lease)
-        deadline = time.monotonic() + wait
-        pause = self.first_poll
-        while True:
-            jobs = self._calls.claimed(await self._write(call))
-            if jobs or time.monotonic() >= deadline:
-                return jobs
-            self._before_waiting()
-            while (left := deadline - time.monotonic()) > 0:
-                woken = await self._waker.wait(queue, min(pause, left))
-                pause = min(pause * 2, self.max_poll)
-                if woken or await self.claimable(queue, caps):
-                    break
+        flow = self._flows.claim(
+            queue, worker, capabilities, limit, lease, wait, self.first_poll, self.max_poll
+        )
+        return await self._run(flow)
 
     async def heartbeat(
         self,
@@ -182,91 +172,60 @@ class AsyncJobStore(AsyncControls, ABC):
     ) -> float:
         """Extend the lease, recording progress; the new ``lease_until`` (see
         :meth:`JobStore.heartbeat`)."""
-        call = self._calls.heartbeat_call(job_id, token, lease, progress, message)
-        return self._calls.heartbeat_result(job_id, await self._write(call))
+        return await self._run(self._flows.heartbeat(job_id, token, lease, progress, message))
 
     async def complete(self, job_id: int, token: str, result: Any = None) -> None:
         """Mark the job done (``LEASE_LOST`` if the token no longer holds, ``CANCELLED``
         if it was cancelled meanwhile)."""
-        call, _ = self._calls.complete_call([(job_id, token, result)])
-        self._calls.complete_one_result(job_id, await self._write(call))
+        await self._run(self._flows.complete(job_id, token, result))
 
     async def complete_many(self, items: Iterable[tuple[int, str, Any]]) -> list[bool]:
         """Complete many jobs in one transaction; which were held."""
-        call, pairs = self._calls.complete_call(items)
-        return self._calls.completed(pairs, await self._write(call))
+        return await self._run(self._flows.complete_many(items))
 
     async def fail(self, job_id: int, token: str, error: str, *, retry: bool = True) -> State:
         """Record a failed attempt; ``"ready"`` or ``"dead"``."""
-        result = await self._write(self._calls.fail_call(job_id, token, error, retry))
-        return self._calls.fail_result(job_id, result)
+        return await self._run(self._flows.fail(job_id, token, error, retry))
 
     async def release(self, items: Iterable[tuple[int, str]]) -> list[bool]:
         """Hand jobs back at once, the attempt not counted."""
-        held = [bool(ok) for ok in await self._write(self._calls.release_call(items))]
-        self._waker.notify()
-        return held
+        return await self._run(self._flows.release(items))
 
     async def get(self, job_id: int) -> Job:
         """The job as stored now (``NOT_FOUND`` if there is none)."""
-        rows = await self._read(self._reads.get, {"id": job_id})
-        if not rows:
-            raise JobNotFound(f"no job {job_id}")
-        return job_from_row(rows[0])
+        return await self._run(self._flows.get(job_id))
 
     async def wait(self, job_id: int, timeout: float) -> Job:
         """Wait until the job is done or dead; ``TimeoutError`` after ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        pause = WAIT_FIRST_POLL
-        while True:
-            job = await self.get(job_id)
-            left = deadline - time.monotonic()
-            if job.finished:
-                return job
-            if left <= 0:
-                raise TimeoutError(f"job {job_id} is still {job.state} after {timeout} s")
-            await asyncio.sleep(min(pause, left))
-            pause = min(pause * 2, WAIT_MAX_POLL)
+        return await self._run(self._flows.wait(job_id, timeout))
 
     async def claimable(self, queue: str, capabilities: Iterable[str] = ()) -> bool:
         """Whether a claim would get a job now (a read)."""
-        params = claimable_params(queue, capabilities)
-        return bool(await self._read(self._reads.claimable, params))
+        return await self._run(self._flows.claimable(queue, capabilities))
 
     async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[Job]:
         """Dead jobs, the most recent first."""
-        params = {"queue": queue, "limit": check_limit(limit)}
-        return [job_from_row(r) for r in await self._read(self._reads.dead_letters, params)]
+        return await self._run(self._flows.dead_letters(queue, limit))
 
     async def recent(self, limit: int = 50) -> list[Job]:
         """The newest jobs of every queue and state."""
-        rows = await self._read(self._reads.recent, {"limit": check_limit(limit)})
-        return [job_from_row(r) for r in rows]
+        return await self._run(self._flows.recent(limit))
 
     async def requeue_dead(
         self, ids: Sequence[int] | None = None, *, queue: str | None = None
     ) -> int:
         """Send dead letters back to ready; how many moved."""
-        moved = int(await self._write(self._calls.requeue_call(ids, queue)))
-        self._waker.notify(queue)
-        return moved
+        return await self._run(self._flows.requeue_dead(ids, queue))
 
     async def purge(
         self, queue: str | None = None, states: Iterable[str] = ("done", "dead")
     ) -> int:
         """Delete jobs in ``states``; how many."""
-        return int(await self._write(self._calls.purge_call(queue, states)))
+        return await self._run(self._flows.purge(queue, states))
 
     async def prune(self, retention: float | None = None) -> int:
         """Delete done jobs past ``retention``, in steps."""
-        keep = self._calls.retention if retention is None else retention
-        total = 0
-        while True:
-            call = (ops.jobs_prune, {"retention": keep, "limit": PRUNE_STEP})
-            n = int(await self._write(call))
-            total += n
-            if n < PRUNE_STEP:
-                return total
+        return await self._run(self._flows.prune(retention))
 
     async def schedule(
         self,
@@ -280,29 +239,68 @@ class AsyncJobStore(AsyncControls, ABC):
         **options: Any,
     ) -> float:
         """Declare a periodic job (see :meth:`JobStore.schedule`)."""
-        call = self._calls.schedule_call(name, queue, payload, every, cron, tz, options)
-        return float(await self._write(call))
+        flow = self._flows.schedule(name, queue, payload, every, cron, tz, options)
+        return await self._run(flow)
 
     async def unschedule(self, name: str) -> bool:
         """Remove a periodic job; whether it existed."""
-        return bool(await self._write((ops.jobs_unschedule, {"name": name})))
+        return await self._run(self._flows.unschedule(name))
 
     async def maintain(self) -> dict[str, int]:
         """Expired leases, due periodic jobs, a step of pruning."""
-        call = (ops.jobs_maintain, {"retention": self._calls.retention, "limit": PRUNE_STEP})
-        result: dict[str, int] = await self._write(call)
-        return result
+        return await self._run(self._flows.maintain())
 
     async def throughput(self, minutes: int = 10) -> list[int]:
         """Jobs done in each of the last ``minutes`` minutes, oldest first."""
-        rows = await self._read(self._reads.done_per_minute, throughput_params(minutes))
-        return per_minute(rows, minutes)
+        return await self._run(self._flows.throughput(minutes))
 
     async def stats(self) -> dict[str, Any]:
         """Counts by queue and state, the oldest ready job's age, and throughput."""
-        now = time.time()
-        counts = await self._read(self._reads.counts)
-        oldest = await self._read(self._reads.oldest_ready, {"now": now})
-        done = await self._read(self._reads.done_since, {"since": now - 60.0})
-        settings = await self._read(self._reads.queues)
-        return self._calls.stats_result(counts, oldest, done, settings, now)
+        return await self._run(self._flows.stats())
+
+    async def enqueue_batch(
+        self,
+        queue: str,
+        jobs: Iterable[NewJob | Any],
+        callback: NewJob,
+        *,
+        callback_queue: str | None = None,
+    ) -> Batch:
+        """Add ``jobs`` and a callback run once all have finished (see
+        :meth:`JobStore.enqueue_batch`)."""
+        return await self._run(self._flows.enqueue(queue, jobs, callback, callback_queue))
+
+    async def cancel(self, job_id: int) -> str:
+        """Cancel a job (see :meth:`JobStore.cancel`)."""
+        return await self._run(self._flows.cancel(job_id))
+
+    async def retry(self, job_id: int) -> bool:
+        """Run a dead or cancelled job again (see :meth:`JobStore.retry`)."""
+        return await self._run(self._flows.retry(job_id))
+
+    async def pause(self, queue: str) -> QueueSettings:
+        """Stop handing out the queue's jobs until :meth:`resume`."""
+        return await self.configure(queue, paused=True)
+
+    async def resume(self, queue: str) -> QueueSettings:
+        """Hand out the queue's jobs again."""
+        return await self.configure(queue, paused=False)
+
+    async def set_rate_limit(
+        self, queue: str, limit: int | None, period: float = 1.0
+    ) -> QueueSettings:
+        """At most ``limit`` claims in any ``period`` seconds; ``None`` removes it."""
+        rate = None if limit is None else (limit, period)
+        return await self.configure(queue, rate_limit=rate)
+
+    async def configure(
+        self, queue: str, *, paused: bool | None = None, rate_limit: Any = UNCHANGED
+    ) -> QueueSettings:
+        """Change a queue's settings in one write (see :meth:`JobStore.configure`)."""
+        set_rate = rate_limit is not UNCHANGED
+        flow = self._flows.configure(queue, paused, rate_limit if set_rate else None, set_rate)
+        return await self._run(flow)
+
+    async def queue_settings(self, queue: str) -> QueueSettings:
+        """The queue's settings."""
+        return await self._run(self._flows.queue_settings(queue))

@@ -1,14 +1,10 @@
-"""The queue's API, once, over any job store.
+"""The queue's API for synchronous code, over any store.
 
-A store is where jobs live: SQLite written through the one writer
-(:class:`~onewriter.jobs.JobQueue`, :class:`~onewriter.jobs.AsyncJobQueue`) or PostgreSQL
-(:class:`~onewriter.jobs.PgJobQueue`, :class:`~onewriter.jobs.AsyncPgJobQueue`). A store
-implements two primitives: ``_write`` runs one of the queue's writes (an op of
-:data:`~onewriter.jobs.jobs_ops`, or its PostgreSQL twin) in one transaction, and
-``_read`` runs one of its :class:`Reads`. Everything else is here (the synchronous
-twin) and in :mod:`onewriter.jobs._async_store` (the asyncio twin): argument checks
-(through the shared ``Calls``), long-polling claims, waiting for results and reading
-rows; what goes beyond enqueue and claim is in :mod:`onewriter.jobs._controls`.
+:class:`JobStore` runs the flows of :mod:`onewriter.jobs.api.flows` (each call written
+once, for this class and its asyncio twin :class:`~onewriter.jobs.AsyncJobStore`),
+answering their waits with threads and the store's requests with ``_execute``: the SQLite
+store (:class:`~onewriter.jobs.JobQueue`) and the PostgreSQL one
+(:class:`~onewriter.jobs.PgJobQueue`) each implement that one method.
 """
 
 from __future__ import annotations
@@ -16,38 +12,27 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
-from types import ModuleType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
-from ..errors import JobNotFound
 from ..model import (
     DEFAULT_BACKOFF,
     DEFAULT_LEASE,
     DEFAULT_MAX_ATTEMPTS,
+    Batch,
     Enqueued,
     Job,
     NewJob,
+    QueueSettings,
     State,
-    check_limit,
-    decode_batch,
-    job_from_row,
 )
-from ..sqlite import ops as ops
+from ..store import Steps
 from ..wake import FIRST_POLL, MAX_POLL, ThreadWaker
-from .calls import (
-    PRUNE_STEP,
-    WAIT_FIRST_POLL,
-    WAIT_MAX_POLL,
-    Call,
-    Calls,
-    check_parents,
-    claimable_params,
-    parents_params,
-    per_minute,
-    throughput_params,
-)
-from .controls import Controls
+from .flows import Control, Flows, Listen, Notify, Sleep, Wake
+
+T = TypeVar("T")
+
+#: ``rate_limit`` left as it is by ``configure``.
+UNCHANGED: Any = object()
 
 
 def is_postgres_url(target: str) -> bool:
@@ -55,64 +40,56 @@ def is_postgres_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reads:
-    """A store's read statements, all with named parameters: ``get`` (``id``),
-    ``claimable`` (``queue``, ``caps``, ``now``, ``limit``), ``dead_letters`` (``queue``,
-    ``limit``), ``recent`` (``limit``), ``counts``, ``oldest_ready`` (``now``),
-    ``done_since`` and ``done_per_minute`` (``since``), ``queue`` (``queue``: its
-    settings), ``queues`` (every configured queue's) and ``existing`` (``ids``, a JSON
-    array: those that exist). Job rows come in the column order
-    of :func:`~onewriter.jobs._model.job_from_row`."""
-
-    get: str
-    claimable: str
-    dead_letters: str
-    recent: str
-    counts: str
-    oldest_ready: str
-    done_since: str
-    done_per_minute: str
-    queue: str
-    queues: str
-    existing: str
-
-    @classmethod
-    def of(cls, statements: ModuleType) -> Reads:
-        """The read statements a store's SQL module names in upper case."""
-        return cls(**{f.name: getattr(statements, f.name.upper()) for f in fields(cls)})
-
-
-class JobStore(Controls, ABC):
+class JobStore(ABC):
     """The queue, from synchronous code, over one store. Thread-safe."""
 
     #: How a long-polling claim with nothing to take backs off between checks.
     first_poll: ClassVar[float] = FIRST_POLL
     max_poll: ClassVar[float] = MAX_POLL
 
-    def __init__(self, calls: Calls, reads: Reads) -> None:
-        self._calls = calls
-        self._reads = reads
+    def __init__(self, flows: Flows) -> None:
+        self._flows = flows
         self._waker = ThreadWaker()
 
     @abstractmethod
-    def _write(self, call: Call) -> Any:
-        """Run one write of the queue in one transaction; its result."""
-
-    @abstractmethod
-    def _read(self, statement: str, params: dict[str, Any] | None = None) -> list[Any]:
-        """Run one read; its rows."""
+    def _execute(self, request: Any) -> Any:
+        """Answer one request of the store's steps (a write, a read)."""
 
     def _before_waiting(self) -> None:
         """Called when a claim is about to wait (a store may start listening then)."""
+        return None
+
+    def _run(self, flow: Steps[T]) -> T:
+        answer: Any = None
+        while True:
+            try:
+                request = flow.send(answer)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            if isinstance(request, Control):
+                answer = self._control(request)
+            else:
+                answer = self._execute(request)
+
+    def _control(self, request: Control) -> Any:
+        if isinstance(request, Wake):
+            return self._waker.wait(request.queue, request.timeout)
+        if isinstance(request, Notify):
+            self._waker.notify(request.queue)
+        elif isinstance(request, Sleep):
+            time.sleep(request.seconds)
+        elif isinstance(request, Listen):
+            self._before_waiting()
+        return None
 
     @property
     def payload_limit(self) -> int | None:
-        return self._calls.payload_limit
+        return self._flows.payload_limit
 
     def setup(self) -> None:
         """Create the queue's tables if missing (the constructor does it by default)."""
-        self._write((ops.jobs_setup, {}))
+        self._run(self._flows.setup())
 
     def enqueue(
         self,
@@ -152,13 +129,7 @@ class JobStore(Controls, ABC):
 
     def enqueue_many(self, queue: str, jobs: Iterable[NewJob | Any]) -> list[Enqueued]:
         """Add many jobs in one transaction; items are :class:`NewJob` or bare payloads."""
-        jobs = list(jobs)
-        if (params := parents_params(jobs)) is not None:
-            check_parents(params, self._read(self._reads.existing, params))
-        call, layout = self._calls.enqueue_call(queue, jobs)
-        result = decode_batch(self._write(call), layout)
-        self._waker.notify(queue)
-        return result
+        return self._run(self._flows.enqueue_many(queue, jobs))
 
     def claim(
         self,
@@ -173,20 +144,10 @@ class JobStore(Controls, ABC):
         """Lease up to ``limit`` ready jobs whose requirements ``capabilities`` meet, in
         order of priority (highest first), then ``run_at``, then id. With ``wait``, wait
         up to that many seconds for one when none is ready."""
-        caps = list(capabilities)
-        call = self._calls.claim_call(queue, worker, caps, limit, lease)
-        deadline = time.monotonic() + wait
-        pause = self.first_poll
-        while True:
-            jobs = self._calls.claimed(self._write(call))
-            if jobs or time.monotonic() >= deadline:
-                return jobs
-            self._before_waiting()
-            while (left := deadline - time.monotonic()) > 0:
-                woken = self._waker.wait(queue, min(pause, left))
-                pause = min(pause * 2, self.max_poll)
-                if woken or self.claimable(queue, caps):
-                    break
+        flow = self._flows.claim(
+            queue, worker, capabilities, limit, lease, wait, self.first_poll, self.max_poll
+        )
+        return self._run(flow)
 
     def heartbeat(
         self,
@@ -200,85 +161,56 @@ class JobStore(Controls, ABC):
         """Extend the lease to ``lease`` seconds from now (never past the job's timeout),
         recording ``progress`` (0 to 100) and a short ``message`` if given; the new
         ``lease_until``. ``CANCELLED`` if the job was cancelled: stop working on it."""
-        call = self._calls.heartbeat_call(job_id, token, lease, progress, message)
-        return self._calls.heartbeat_result(job_id, self._write(call))
+        return self._run(self._flows.heartbeat(job_id, token, lease, progress, message))
 
     def complete(self, job_id: int, token: str, result: Any = None) -> None:
         """Mark the job done with ``result`` (``LEASE_LOST`` if the token no longer holds,
         ``CANCELLED`` if the job was cancelled meanwhile: it ends cancelled)."""
-        call, _ = self._calls.complete_call([(job_id, token, result)])
-        self._calls.complete_one_result(job_id, self._write(call))
+        self._run(self._flows.complete(job_id, token, result))
 
     def complete_many(self, items: Iterable[tuple[int, str, Any]]) -> list[bool]:
         """Complete ``(id, token, result)`` items in one transaction; which were held."""
-        call, pairs = self._calls.complete_call(items)
-        return self._calls.completed(pairs, self._write(call))
+        return self._run(self._flows.complete_many(items))
 
     def fail(self, job_id: int, token: str, error: str, *, retry: bool = True) -> State:
         """Record a failed attempt; ``"ready"`` (retried after a backoff) or ``"dead"``."""
-        result = self._write(self._calls.fail_call(job_id, token, error, retry))
-        return self._calls.fail_result(job_id, result)
+        return self._run(self._flows.fail(job_id, token, error, retry))
 
     def release(self, items: Iterable[tuple[int, str]]) -> list[bool]:
         """Hand ``(id, token)`` jobs back at once, the attempt not counted (shutdown)."""
-        held = [bool(ok) for ok in self._write(self._calls.release_call(items))]
-        self._waker.notify()
-        return held
+        return self._run(self._flows.release(items))
 
     def get(self, job_id: int) -> Job:
         """The job as stored now (``NOT_FOUND`` if there is none)."""
-        rows = self._read(self._reads.get, {"id": job_id})
-        if not rows:
-            raise JobNotFound(f"no job {job_id}")
-        return job_from_row(rows[0])
+        return self._run(self._flows.get(job_id))
 
     def wait(self, job_id: int, timeout: float) -> Job:
         """Block until the job is done or dead; ``TimeoutError`` after ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        pause = WAIT_FIRST_POLL
-        while True:
-            job = self.get(job_id)
-            left = deadline - time.monotonic()
-            if job.finished:
-                return job
-            if left <= 0:
-                raise TimeoutError(f"job {job_id} is still {job.state} after {timeout} s")
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, WAIT_MAX_POLL)
+        return self._run(self._flows.wait(job_id, timeout))
 
     def claimable(self, queue: str, capabilities: Iterable[str] = ()) -> bool:
         """Whether a claim would get a job now (a read: cheap, for long-polling)."""
-        return bool(self._read(self._reads.claimable, claimable_params(queue, capabilities)))
+        return self._run(self._flows.claimable(queue, capabilities))
 
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[Job]:
         """Dead jobs, the most recent first, with their last error."""
-        params = {"queue": queue, "limit": check_limit(limit)}
-        return [job_from_row(r) for r in self._read(self._reads.dead_letters, params)]
+        return self._run(self._flows.dead_letters(queue, limit))
 
     def recent(self, limit: int = 50) -> list[Job]:
         """The newest jobs of every queue and state."""
-        rows = self._read(self._reads.recent, {"limit": check_limit(limit)})
-        return [job_from_row(r) for r in rows]
+        return self._run(self._flows.recent(limit))
 
     def requeue_dead(self, ids: Sequence[int] | None = None, *, queue: str | None = None) -> int:
         """Send dead letters back to ready with fresh attempts; how many moved."""
-        moved = int(self._write(self._calls.requeue_call(ids, queue)))
-        self._waker.notify(queue)
-        return moved
+        return self._run(self._flows.requeue_dead(ids, queue))
 
     def purge(self, queue: str | None = None, states: Iterable[str] = ("done", "dead")) -> int:
         """Delete jobs in ``states`` (of ``queue``, or of every queue); how many."""
-        return int(self._write(self._calls.purge_call(queue, states)))
+        return self._run(self._flows.purge(queue, states))
 
     def prune(self, retention: float | None = None) -> int:
         """Delete done jobs finished more than ``retention`` seconds ago, in steps."""
-        keep = self._calls.retention if retention is None else retention
-        total = 0
-        while True:
-            n = int(self._write((ops.jobs_prune, {"retention": keep, "limit": PRUNE_STEP})))
-            total += n
-            if n < PRUNE_STEP:
-                return total
+        return self._run(self._flows.prune(retention))
 
     def schedule(
         self,
@@ -295,31 +227,77 @@ class JobStore(Controls, ABC):
         period of ``every`` seconds (aligned to multiples of it, UTC), or at each time the
         ``cron`` expression names (``"*/5 * * * *"``) in time zone ``tz``, whatever the
         number of instances declaring it. Returns its next firing time."""
-        call = self._calls.schedule_call(name, queue, payload, every, cron, tz, options)
-        return float(self._write(call))
+        return self._run(self._flows.schedule(name, queue, payload, every, cron, tz, options))
 
     def unschedule(self, name: str) -> bool:
         """Remove a periodic job; whether it existed."""
-        return bool(self._write((ops.jobs_unschedule, {"name": name})))
+        return self._run(self._flows.unschedule(name))
 
     def maintain(self) -> dict[str, int]:
         """Return expired leases, fire due periodic jobs, prune a step of finished jobs.
 
         Claims do the first two on their own; call this from time to time (the HTTP
         service does, every second) so that pruning and schedules go on when idle."""
-        call = (ops.jobs_maintain, {"retention": self._calls.retention, "limit": PRUNE_STEP})
-        result: dict[str, int] = self._write(call)
-        return result
+        return self._run(self._flows.maintain())
 
     def throughput(self, minutes: int = 10) -> list[int]:
         """Jobs done in each of the last ``minutes`` minutes, oldest first."""
-        params = throughput_params(minutes)
-        return per_minute(self._read(self._reads.done_per_minute, params), minutes)
+        return self._run(self._flows.throughput(minutes))
 
     def stats(self) -> dict[str, Any]:
         """Counts by queue and state, the oldest ready job's age, and throughput."""
-        now = time.time()
-        counts = self._read(self._reads.counts)
-        oldest = self._read(self._reads.oldest_ready, {"now": now})
-        done = self._read(self._reads.done_since, {"since": now - 60.0})
-        return self._calls.stats_result(counts, oldest, done, self._read(self._reads.queues), now)
+        return self._run(self._flows.stats())
+
+    def enqueue_batch(
+        self,
+        queue: str,
+        jobs: Iterable[NewJob | Any],
+        callback: NewJob,
+        *,
+        callback_queue: str | None = None,
+    ) -> Batch:
+        """Add ``jobs`` and a ``callback`` job (to ``callback_queue``, default the same)
+        that runs once all of them have finished, however they ended (its
+        ``depends_on`` lists them: it can read their results), in one transaction."""
+        return self._run(self._flows.enqueue(queue, jobs, callback, callback_queue))
+
+    def cancel(self, job_id: int) -> str:
+        """Cancel a job. ``"cancelled"``: it was waiting and will never run.
+        ``"cancelling"``: it is running; its worker is told at its next heartbeat or
+        completion (the runner stops the handler) and it ends ``cancelled``. A finished
+        job stays as it was: its state (``"done"``, ``"dead"``, ``"cancelled"``)."""
+        return self._run(self._flows.cancel(job_id))
+
+    def retry(self, job_id: int) -> bool:
+        """Run a dead or cancelled job again, with fresh attempts; whether it moved (not
+        when it is in another state, or a live job holds its unique key)."""
+        return self._run(self._flows.retry(job_id))
+
+    def pause(self, queue: str) -> QueueSettings:
+        """Stop handing out the queue's jobs (claims get none) until :meth:`resume`;
+        running jobs go on. Stored, so it survives restarts of every process."""
+        return self.configure(queue, paused=True)
+
+    def resume(self, queue: str) -> QueueSettings:
+        """Hand out the queue's jobs again."""
+        return self.configure(queue, paused=False)
+
+    def set_rate_limit(self, queue: str, limit: int | None, period: float = 1.0) -> QueueSettings:
+        """At most ``limit`` jobs of the queue claimed in any ``period`` seconds, whatever
+        the number of workers and service instances; ``None`` removes the limit."""
+        rate = None if limit is None else (limit, period)
+        return self.configure(queue, rate_limit=rate)
+
+    def configure(
+        self, queue: str, *, paused: bool | None = None, rate_limit: Any = UNCHANGED
+    ) -> QueueSettings:
+        """Change a queue's settings in one write: ``paused`` (``None``: unchanged),
+        ``rate_limit`` as ``(limit, period)`` or ``{"limit", "period"}``, ``None`` to
+        remove it; the settings after the change."""
+        set_rate = rate_limit is not UNCHANGED
+        flow = self._flows.configure(queue, paused, rate_limit if set_rate else None, set_rate)
+        return self._run(flow)
+
+    def queue_settings(self, queue: str) -> QueueSettings:
+        """The queue's settings (a queue nobody configured: running, no limit)."""
+        return self._run(self._flows.queue_settings(queue))

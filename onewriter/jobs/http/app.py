@@ -3,7 +3,7 @@
 Each worker process of ``onewriter jobs serve`` runs this app with its own store: an
 :class:`~onewriter.AsyncDatabase` (role ``client``) whose writer the primary process
 hosts, or a pool of PostgreSQL connections. A claim may long-poll (see
-:mod:`onewriter.jobs._wake`) instead of hammering the store.
+:mod:`onewriter.jobs.wake`) instead of hammering the store.
 """
 
 from __future__ import annotations

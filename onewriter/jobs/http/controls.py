@@ -1,7 +1,7 @@
 """The HTTP endpoints of what goes beyond enqueue and claim: cancel and retry a job,
 pause, resume and configure a queue, read its settings (all but the read need a producer
 token: they are an operator's acts, as requeueing dead letters is). Their routes are
-entries of :data:`~onewriter.jobs._openapi.ENDPOINTS` like every other."""
+entries of :data:`~onewriter.jobs.http.openapi.ENDPOINTS` like every other."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class ControlEndpoints:
         return reply(await self.store().configure(self.queue_name(request), **options))
 
     def handlers(self) -> dict[str, Handler]:
-        """By the names of their :data:`~onewriter.jobs._openapi.ENDPOINTS` entries."""
+        """By the names of their :data:`~onewriter.jobs.http.openapi.ENDPOINTS` entries."""
         return {
             "cancel": self.cancel,
             "retry": self.retry,

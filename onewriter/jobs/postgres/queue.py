@@ -1,6 +1,7 @@
 """The queue on PostgreSQL: :class:`PgJobQueue` and its asyncio twin
 :class:`AsyncPgJobQueue`, the same API as the SQLite store
-(:class:`~onewriter.jobs._store.JobStore`) over a pool of psycopg 3 connections.
+(:class:`~onewriter.jobs.JobStore`) over a pool of psycopg 3 connections, answering the
+requests of :class:`~onewriter.jobs.postgres.store.PgStore`.
 
 Claims take rows with ``FOR UPDATE SKIP LOCKED``, so any number of processes and machines
 (several ``onewriter jobs serve`` instances) share one database without a single writer.
@@ -12,16 +13,14 @@ expired leases). Needs the ``postgres`` extra.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ClassVar
 
 from ...errors import Closed
 from ..api.aio import AsyncJobStore
-from ..api.calls import Call, Calls
-from ..api.sync import JobStore, Reads
+from ..api.flows import Flows
+from ..api.sync import JobStore
 from ..model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION
-from . import sql
 from .run import (
     AsyncListener,
     AsyncPool,
@@ -34,19 +33,11 @@ from .run import (
     run,
     run_async,
 )
-from .steps import PG_OPS, Statement, Steps
-
-PG_READS = Reads.of(sql)
+from .steps import Statement
+from .store import STORE, Transaction
 
 DEFAULT_POOL_SIZE = 10
 DEFAULT_CONNECT_TIMEOUT = 30.0
-
-
-def _steps(call: Call) -> Callable[[], Steps[Any]]:
-    """The PostgreSQL twin of an op call, as a factory (a retry starts it afresh)."""
-    op, kwargs = call
-    make = PG_OPS[op.name]
-    return lambda: make(**kwargs)
 
 
 def _never_closed(obj: object, url: str) -> None:
@@ -83,7 +74,7 @@ class PgJobQueue(JobStore):
         setup: bool = True,
     ) -> None:
         super().__init__(
-            Calls(payload_limit=payload_limit, retention=retention, worker=worker), PG_READS
+            Flows(STORE, payload_limit=payload_limit, retention=retention, worker=worker)
         )
         self.url = url
         self._pool: Pool = open_pool(url, pool_size, connect_timeout)
@@ -101,11 +92,10 @@ class PgJobQueue(JobStore):
             raise Closed("this job queue is closed")
         return self._pool
 
-    def _write(self, call: Call) -> Any:
-        return run(self._live_pool(), _steps(call))
-
-    def _read(self, statement: str, params: dict[str, Any] | None = None) -> list[Any]:
-        return read(self._live_pool(), Statement(statement, params or {}))
+    def _execute(self, request: Transaction | Statement) -> Any:
+        if isinstance(request, Statement):
+            return read(self._live_pool(), request)
+        return run(self._live_pool(), request.steps)
 
     def _before_waiting(self) -> None:
         self._listener.start()
@@ -153,7 +143,7 @@ class AsyncPgJobQueue(AsyncJobStore):
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         super().__init__(
-            Calls(payload_limit=payload_limit, retention=retention, worker=worker), PG_READS
+            Flows(STORE, payload_limit=payload_limit, retention=retention, worker=worker)
         )
         self.url = url
         self.pool_size = pool_size
@@ -174,18 +164,18 @@ class AsyncPgJobQueue(AsyncJobStore):
         assert self._pool is not None
         return self._pool
 
-    async def _write_now(self, call: Call) -> Any:
-        return await run_async(await self._live_pool(), _steps(call))
-
-    async def _read(self, statement: str, params: dict[str, Any] | None = None) -> list[Any]:
-        return await read_async(await self._live_pool(), Statement(statement, params or {}))
+    async def _execute(self, request: Transaction | Statement) -> Any:
+        if isinstance(request, Statement):
+            return await read_async(await self._live_pool(), request)
+        return await run_async(await self._live_pool(), request.steps)
 
     def _before_waiting(self) -> None:
         self._listener.start()
 
     async def health(self) -> dict[str, Any]:
         """The server answers; its version."""
-        rows = await self._read("SELECT current_setting('server_version')")
+        version = Statement("SELECT current_setting('server_version')", {})
+        rows = await read_async(await self._live_pool(), version)
         return {"store": "postgresql", "server_version": rows[0][0]}
 
     async def writer_stats(self) -> dict[str, Any] | None:

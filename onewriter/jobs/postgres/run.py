@@ -1,7 +1,7 @@
 """Running the PostgreSQL store's statements: one transaction per write (retried on the
 conflicts PostgreSQL reports under concurrency), reads on pooled autocommit connections,
 and a listener that turns ``NOTIFY`` into wake-ups of waiting claims. Sync and asyncio
-twins of each, driving the same step generators of :mod:`onewriter.jobs._pg_ops`.
+twins of each, driving the same step generators of :mod:`onewriter.jobs.postgres.steps`.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ _NOW = "extract(epoch FROM now())::float8"
 
 
 def _columns(alias: str) -> str:
-    """The columns of a job, in the order :func:`onewriter.jobs._model.job_from_row` reads
+    """The columns of a job, in the order :func:`onewriter.jobs.model.job_from_row` reads
     (capabilities as JSON text, like the SQLite store)."""
     names = [
         "id", "queue", "state", "priority", "run_at", "payload", "requires", "attempts",

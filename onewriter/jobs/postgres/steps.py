@@ -1,18 +1,18 @@
 """The queue's writes on PostgreSQL, written once for both twins.
 
 Each write is a generator that yields :class:`Statement` objects and is sent back their
-:class:`Result`: it holds the logic, a driver (:mod:`onewriter.jobs._pg_run`) does the
-I/O, synchronously or with ``await``, inside one transaction (or, for a write that is one
-statement marked ``alone``, as that statement by itself). The generators take the same
-arguments as the SQLite ops of :mod:`onewriter.jobs._ops` (the shared ``Calls`` build
-them) and return results of the same shape, so both stores read results alike.
+:class:`Result`: it holds the logic, a driver (:mod:`onewriter.jobs.postgres.run`) does
+the I/O, synchronously or with ``await``, inside one transaction (or, for a write that is
+one statement marked ``alone``, as that statement by itself).
+:class:`~onewriter.jobs.postgres.store.PgStore` turns their results into the typed values
+of the store protocol.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from ..dependencies import (
     place,
 )
 from ..model import BACKOFF_CAP, TIMEOUT_SLACK
+from ..store import Maintenance
 from . import sql
 
 T = TypeVar("T")
@@ -357,31 +358,10 @@ def unschedule(name: str) -> Steps[bool]:
     return (yield Statement(sql.UNSCHEDULE, {"name": name}, alone=True)).rowcount == 1
 
 
-def maintain(retention: float, limit: int) -> Steps[dict[str, int]]:
+def maintain(retention: float, limit: int) -> Steps[Maintenance]:
     housekeeping = yield Statement(sql.HOUSEKEEPING, {"cap": BACKOFF_CAP, "queue": None})
     reaped, fired, _, resolvable, cron_due = housekeeping.rows[0]
     fired += (yield from _fire_cron()) if cron_due else 0
     resolved = (yield from _resolve()) if resolvable or reaped else 0
     pruned = (yield Statement(sql.PRUNE, {"retention": retention, "limit": limit})).rowcount
-    return {"reaped": int(reaped), "fired": int(fired), "resolved": resolved, "pruned": pruned}
-
-
-#: The PostgreSQL twin of each op of ``jobs_ops``, by op name.
-PG_OPS: dict[str, Callable[..., Steps[Any]]] = {
-    "jobs_setup": setup,
-    "jobs_enqueue": enqueue,
-    "jobs_claim": claim,
-    "jobs_heartbeat": heartbeat,
-    "jobs_complete": complete,
-    "jobs_fail": fail,
-    "jobs_release": release,
-    "jobs_requeue_dead": requeue_dead,
-    "jobs_purge": purge,
-    "jobs_prune": prune,
-    "jobs_schedule": schedule,
-    "jobs_unschedule": unschedule,
-    "jobs_maintain": maintain,
-    "jobs_cancel": cancel,
-    "jobs_retry": retry,
-    "jobs_configure": configure,
-}
+    return Maintenance(int(reaped), int(fired), resolved, pruned)

@@ -8,9 +8,10 @@ from typing import Any
 from ...database import AsyncDatabase
 from ...errors import UnknownOp
 from ..api.aio import AsyncJobStore
-from ..api.calls import Call, Calls, unknown_op_hint
+from ..api.flows import Flows
 from ..model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION
-from .queue import SQLITE_READS
+from .queue import unknown_op_hint
+from .store import STORE, Read, Write
 
 
 class AsyncJobQueue(AsyncJobStore):
@@ -26,19 +27,17 @@ class AsyncJobQueue(AsyncJobStore):
         worker: str | None = None,
     ) -> None:
         super().__init__(
-            Calls(payload_limit=payload_limit, retention=retention, worker=worker), SQLITE_READS
+            Flows(STORE, payload_limit=payload_limit, retention=retention, worker=worker)
         )
         self.db = db
 
-    async def _write_now(self, call: Call) -> Any:
-        op, kwargs = call
+    async def _execute(self, request: Write | Read) -> Any:
+        if isinstance(request, Read):
+            return await self.db.read(request.sql, request.params or ())
         try:
-            return await self.db.write(op, **kwargs)
+            return await self.db.write(request.op, **request.kwargs)
         except UnknownOp as exc:
             raise unknown_op_hint(exc) from exc
-
-    async def _read(self, statement: str, params: dict[str, Any] | None = None) -> list[Any]:
-        return await self.db.read(statement, params or ())
 
     async def health(self) -> dict[str, Any]:
         """Readers and the writer answer; the writer's pid."""

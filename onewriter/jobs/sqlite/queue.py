@@ -1,9 +1,10 @@
 """The queue on SQLite, for synchronous code: :class:`JobQueue` over a
 :class:`~onewriter.Database`. Its asyncio twin is :class:`~onewriter.jobs.AsyncJobQueue`.
 
-Writes are the ops of :mod:`onewriter.jobs._ops`, run by the one writer; reads (get,
-stats, dead letters) run on this process's readers. The API itself is
-:class:`~onewriter.jobs._store.JobStore`, shared with the PostgreSQL store.
+Writes are the ops of :mod:`onewriter.jobs.sqlite.ops`, run by the one writer; reads
+(get, stats, dead letters) run on this process's readers. The API itself is
+:class:`~onewriter.jobs.JobStore`, shared with the PostgreSQL store; this class answers
+the requests of :class:`~onewriter.jobs.sqlite.store.SqliteStore`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ from typing import Any
 
 from ...database import Database
 from ...errors import UnknownOp
-from ..api.calls import Call, Calls, unknown_op_hint
-from ..api.sync import JobStore, Reads
+from ..api.flows import Flows
+from ..api.sync import JobStore
 from ..model import DEFAULT_PAYLOAD_LIMIT, DEFAULT_RETENTION
-from . import sql
+from .store import STORE, Read, Write
 
-SQLITE_READS = Reads.of(sql)
+
+def unknown_op_hint(exc: UnknownOp) -> UnknownOp:
+    return UnknownOp(
+        f"{exc.message}; the writer serving this database must include the queue's ops: "
+        "ops.include(onewriter.jobs.jobs_ops)"
+    )
 
 
 class JobQueue(JobStore):
@@ -44,18 +50,16 @@ class JobQueue(JobStore):
         setup: bool = True,
     ) -> None:
         super().__init__(
-            Calls(payload_limit=payload_limit, retention=retention, worker=worker), SQLITE_READS
+            Flows(STORE, payload_limit=payload_limit, retention=retention, worker=worker)
         )
         self.db = db
         if setup:
             self.setup()
 
-    def _write(self, call: Call) -> Any:
-        op, kwargs = call
+    def _execute(self, request: Write | Read) -> Any:
+        if isinstance(request, Read):
+            return self.db.read(request.sql, request.params or ())
         try:
-            return self.db.write(op, **kwargs)
+            return self.db.write(request.op, **request.kwargs)
         except UnknownOp as exc:
             raise unknown_op_hint(exc) from exc
-
-    def _read(self, statement: str, params: dict[str, Any] | None = None) -> list[Any]:
-        return self.db.read(statement, params or ())

@@ -12,7 +12,7 @@ SCHEMA = files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
 
 TABLE = "onewriter_jobs"
 
-#: The columns of a job, in the order :func:`onewriter.jobs._model.job_from_row` reads.
+#: The columns of a job, in the order :func:`onewriter.jobs.model.job_from_row` reads.
 JOB_COLUMNS = (
     "id, queue, state, priority, run_at, payload, requires, attempts, max_attempts, "
     "unique_key, concurrency_key, concurrency_limit, token, worker, lease_until, result, "
