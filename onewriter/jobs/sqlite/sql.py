@@ -10,8 +10,6 @@ from importlib.resources import files
 
 SCHEMA = files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
 
-TABLE = "onewriter_jobs"
-
 #: The columns of a job, in the order :func:`onewriter.jobs.model.job_from_row` reads.
 JOB_COLUMNS = (
     "id, queue, state, priority, run_at, payload, requires, attempts, max_attempts, "
