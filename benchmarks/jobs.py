@@ -28,7 +28,7 @@ import onewriter
 from benchmarks._report import update_section
 from onewriter.cli.tables import format_table
 from onewriter.jobs import JobQueue, JobStore, jobs_ops
-from onewriter.jobs._stress import PUBLISHED, StressOptions, stress
+from onewriter.jobs.stress import PUBLISHED, StressOptions, stress
 
 TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 #: The throwaway server keeps PostgreSQL's durable defaults; runs choose

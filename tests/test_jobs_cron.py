@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import onewriter
-from onewriter.jobs._cron import next_time
+from onewriter.jobs.cron import next_time
 
 
 def after(expression: str, tz: str, moment: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 import onewriter
 from onewriter.jobs import JobQueue, jobs_ops
-from onewriter.jobs import _sql as sql
+from onewriter.jobs.sqlite import sql
 
 
 def _ops() -> onewriter.Ops:

@@ -37,7 +37,7 @@ from onewriter.jobs import (
     jobs_ops,
     report_progress,
 )
-from onewriter.jobs._model import TIMEOUT_SLACK
+from onewriter.jobs.model import TIMEOUT_SLACK
 
 STORES = ["sqlite", "postgresql"]
 
@@ -849,7 +849,7 @@ def test_a_version_1_database_is_migrated_with_its_jobs(store: Store) -> None:
     if store.kind == "sqlite":
         script = V1_SQLITE_SCHEMA
     else:
-        from onewriter.jobs import _pg_sql
+        from onewriter.jobs.postgres import sql as _pg_sql
 
         script = _pg_sql.SCHEMA
     for statement in script.split(";"):
@@ -1064,7 +1064,7 @@ def test_pg_claim_walks_the_ready_index_without_sorting(postgres: PostgresServer
     import psycopg
 
     from onewriter.jobs import PgJobQueue
-    from onewriter.jobs import _pg_sql as pg_sql
+    from onewriter.jobs.postgres import sql as pg_sql
 
     url = postgres.fresh_url()
     with PgJobQueue(url, pool_size=2) as queue:

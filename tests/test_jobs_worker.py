@@ -17,7 +17,7 @@ from helpers import ONEWRITER_CLI, Child
 
 import onewriter
 from onewriter.jobs import AsyncJobQueue, Job, jobs_ops
-from onewriter.jobs._worker import PermanentError, Worker, WorkerOptions
+from onewriter.jobs.worker.runner import PermanentError, Worker, WorkerOptions
 
 # -- handlers (the CLI imports them as test_jobs_worker:<name>) ------------------------------
 

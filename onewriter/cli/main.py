@@ -25,7 +25,7 @@ from ..database import Database, connect
 from ..demo._cli import register as register_demo
 from ..errors import OneWriterError, WriterUnavailable
 from ..extras import require_extra
-from ..jobs._cli import register as register_jobs
+from ..jobs.cli import register as register_jobs
 from ..load._cli import register as register_load
 from ..ops import Ops
 from ..sqlite.backup import backup_database, integrity_check, restore_database

@@ -15,22 +15,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._async_queue import AsyncJobQueue
-from ._async_store import AsyncJobStore
-from ._attempt import JobStopped, report_progress
-from ._errors import JobCancelled, JobNotFound, LeaseLost
-from ._model import Batch, Enqueued, Job, NewJob, QueueSettings, RateLimit, State
-from ._ops import jobs_ops
-from ._queue import JobQueue
-from ._sql import SCHEMA
-from ._store import JobStore
-from ._transactional import enqueue_in, enqueue_in_async, enqueue_many_in
-from ._worker import PermanentError, Worker, WorkerOptions, WorkerStats
+from .api.aio import AsyncJobStore
+from .api.sync import JobStore
+from .errors import JobCancelled, JobNotFound, LeaseLost
+from .model import Batch, Enqueued, Job, NewJob, QueueSettings, RateLimit, State
+from .sqlite.aio import AsyncJobQueue
+from .sqlite.ops import jobs_ops
+from .sqlite.queue import JobQueue
+from .sqlite.sql import SCHEMA
+from .transactional import enqueue_in, enqueue_in_async, enqueue_many_in
+from .worker.attempt import JobStopped, report_progress
+from .worker.runner import PermanentError, Worker, WorkerOptions, WorkerStats
 
 if TYPE_CHECKING:
-    from ._http import create_app
-    from ._pg import AsyncPgJobQueue, PgJobQueue
-    from ._remote import RemoteQueue
+    from .http.app import create_app
+    from .http.remote import RemoteQueue
+    from .postgres.queue import AsyncPgJobQueue, PgJobQueue
 
 __all__ = [
     "SCHEMA",
@@ -67,15 +67,15 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "RemoteQueue":
-        from ._remote import RemoteQueue
+        from .http.remote import RemoteQueue
 
         return RemoteQueue
     if name == "create_app":
-        from ._http import create_app
+        from .http.app import create_app
 
         return create_app
     if name in ("PgJobQueue", "AsyncPgJobQueue"):
-        from . import _pg
+        from .postgres import queue as _pg
 
         return getattr(_pg, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""The queue's API, written once over any store (the ``Store`` protocol)."""

@@ -1,0 +1,3 @@
+"""The queue over HTTP: the Starlette service, its client and the serving processes.
+
+Needs the ``http`` extra."""

@@ -1,0 +1,1 @@
+"""The worker runner: claims, runs handlers, heartbeats, completes or fails."""
