@@ -58,7 +58,7 @@ print("FIGURES " + json.dumps({"req/s": s["total"]["throughput"],
 _OBSERVE = """
 import json, time
 from onewriter.demo.metrics import RequestCounts
-from onewriter.jobs._metrics import HttpMetrics
+from onewriter.jobs.http.metrics import HttpMetrics
 
 def per_call_us(fn):
     best = float("inf")

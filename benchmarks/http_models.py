@@ -1,7 +1,7 @@
 """What validating a request body costs: msgspec and pydantic on the job service's real
 bodies (enqueue one, enqueue a batch, claim, complete a batch), each decoding the raw
 bytes into checked types, beside ``json.loads`` alone (no checks at all). The service
-uses msgspec (onewriter.jobs._http_models); the pydantic twins below have the same
+uses msgspec (onewriter.jobs.http.models); the pydantic twins below have the same
 fields and bounds. Writes the "http-models" section of docs/benchmarks.md.
 """
 
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from benchmarks._report import update_section
 from onewriter.cli.tables import format_table
 from onewriter.jobs import _http_models as m
-from onewriter.jobs._http_models import json_value
+from onewriter.jobs.http.models import json_value
 
 _I63 = 2**63 - 1
 _Name = Annotated[str, Field(min_length=1, max_length=200)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import binascii
 import os
+import random
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -298,7 +299,19 @@ def test_random_byte_streams_never_hurt_the_writer(
     assert ping(writer.socket_path)
 
 
-def test_the_writer_survived_the_fuzzing(writer: WriterProcess) -> None:
+def test_after_random_streams_the_writer_still_commits(writer: WriterProcess) -> None:
+    """Self-contained (it does not rely on the fuzz tests having run first): random
+    streams, greeted or not, then a real write commits on the same writer."""
+    rng = random.Random(20261206)
+    for _ in range(40):
+        data = rng.randbytes(rng.randint(1, 256))
+        with RawClient(writer.socket_path, hello=rng.random() < 0.5) as raw:
+            try:
+                raw.send_bytes(data)
+                raw.sock.shutdown(socket.SHUT_WR)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            assert raw.closed_by_peer()
     assert_still_serving(writer)
 
 

@@ -2,7 +2,7 @@
 
 Every flag has an ``ONEWRITER_<NAME>`` environment variable as its fallback, shown in
 ``--help``, and every command that opens a database takes it as its positional
-``DATABASE`` (``_flags.py``). Subcommands of other parts register themselves in
+``DATABASE`` (``flags.py``). Subcommands of other parts register themselves in
 :data:`COMMANDS`.
 """
 
@@ -122,10 +122,14 @@ def _remote_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _remote_words(db: Database) -> str:
-    """Where a writer in this process can be reached from other hosts, for READY."""
-    writer = db._core.local_writer
-    remote = writer.remote if writer is not None else None
-    return "".join(f" {word}" for word in remote.describe()) if remote is not None else ""
+    """Where the writer can be reached from other hosts, for READY (from its stats)."""
+    remote = db.stats().get("remote") or {}
+    words = []
+    if "tcp" in remote:
+        words.append(f"listen={remote['tcp']['url']}")
+    if "redis" in remote:
+        words += [f"redis={remote['redis']['url']}", f"queue={remote['redis']['queue']}"]
+    return "".join(f" {word}" for word in words)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -36,7 +36,6 @@ from typing import NamedTuple
 _OK = sqlite3.SQLITE_OK
 _DENY = sqlite3.SQLITE_DENY
 _SQLITE_AUTH = 23
-_SQLITE_READONLY = 8
 
 #: What each authorizer action is, for messages; any action missing here is refused.
 ACTIONS: dict[int, str] = {
@@ -267,17 +266,3 @@ def take_refusal(exc: BaseException) -> Refusal | None:
     if getattr(exc, "sqlite_errorcode", None) != _SQLITE_AUTH and "authoriz" not in str(exc):
         return None
     return refusal
-
-
-def as_readonly(exc: sqlite3.DatabaseError) -> sqlite3.DatabaseError:
-    """``exc`` as the standard module reports a ``query_only`` connection's refusal
-    (``SQLITE_READONLY``) when the authorizer refused a write; otherwise ``exc``."""
-    refusal = take_refusal(exc)
-    if refusal is None:
-        return exc
-    if not refusal.write:
-        return sqlite3.DatabaseError(f"not authorized on a reader: {refusal.reason}")
-    error = sqlite3.OperationalError(f"attempt to write a readonly database ({refusal.reason})")
-    error.sqlite_errorcode = _SQLITE_READONLY
-    error.sqlite_errorname = "SQLITE_READONLY"
-    return error

@@ -129,7 +129,3 @@ class FrameReader:
                 yield bytes(buf[start:pos])
         finally:
             del buf[:pos]
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..config import Config, Migration
@@ -504,10 +504,8 @@ class Engine:
             "wal_bytes": self.wal_bytes(),
         }
 
-    def close(self, on_close: Callable[[], None] | None = None) -> None:
+    def close(self) -> None:
         """Checkpoint what can be and close the connection."""
         self._internal = True
         self.checkpointer.final()
         self.conn.close()
-        if on_close is not None:
-            on_close()

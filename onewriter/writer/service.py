@@ -12,18 +12,18 @@ import collections
 import contextlib
 import logging
 import os
-import socket
 import threading
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Config
-from ..errors import OneWriterError, QueueFull, ShuttingDown, UnknownOp, WriterUnavailable
+from ..errors import OneWriterError, QueueFull, ShuttingDown, WriterUnavailable
 from ..ops import Ops
 from ..sqlite.connect import check_filesystem, open_connection
 from ..sqlite.versions import log_sqlite_version
-from .election import ElectionLock, bind_private_socket, peer_uid, remove_socket
+from .election import ElectionLock
 from .endpoints.stream import StreamPeer
+from .endpoints.unix import UnixListener
 from .engine import Engine, Request
 from .intake import Intake, Origin
 
@@ -50,7 +50,8 @@ class LocalPeer(Protocol):
 
 
 class WriterService:
-    """Hosts the engine on its own thread; optionally serves a Unix socket."""
+    """Hosts the engine on its own thread; its endpoints feed the intake, the intake the
+    queue, the queue the engine, one batch per turn of the loop."""
 
     def __init__(
         self,
@@ -83,8 +84,7 @@ class WriterService:
         self._stopped = threading.Event()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._socket_inode: int | None = None
+        self.unix = UnixListener(self, socket_path) if socket_path is not None else None
         self._thread: threading.Thread | None = None
         self.in_flight = 0
         self.remote: RemoteEndpoints | None = None
@@ -132,19 +132,16 @@ class WriterService:
         except BaseException:
             conn.close()
             raise
-        if self.socket_path is not None:
-            sock = bind_private_socket(self.socket_path)
-            self._socket_inode = os.stat(self.socket_path).st_ino
-            loop = asyncio.get_running_loop()
-            self._server = await loop.create_unix_server(self._new_connection, sock=sock)
+        if self.unix is not None:
+            await self.unix.start()
         if self.config.listen is not None or self.config.redis_url is not None:
             from .endpoints import start_endpoints
 
             try:
                 self.remote = await start_endpoints(self)
             except BaseException:
-                if self._server is not None:
-                    self._server.close()
+                if self.unix is not None:
+                    self.unix.stop_listening()
                 self.engine.close()
                 raise
         log.info(
@@ -154,14 +151,6 @@ class WriterService:
             version,
             f", socket {self.socket_path}" if self.socket_path else "",
         )
-
-    def _new_connection(self) -> StreamPeer:
-        return StreamPeer(self, self.unix_origin, check_peer=self.authorize_peer)
-
-    def authorize_peer(self, sock: socket.socket) -> bool:
-        """Only this user (and ``allowed_uids``) may use the Unix socket."""
-        uid = peer_uid(sock)
-        return uid is not None and (uid == os.getuid() or uid in self.config.allowed_uids)
 
     @property
     def running(self) -> bool:
@@ -195,8 +184,8 @@ class WriterService:
             return
         self._draining = True
         log.info("writer %d draining %d queued requests", self.pid, len(self._pending))
-        if self._server is not None:
-            self._server.close()
+        if self.unix is not None:
+            self.unix.stop_listening()
         if self.remote is not None:
             self.remote.begin_drain()
         self._schedule()
@@ -216,8 +205,8 @@ class WriterService:
         loop.stop()
 
     def _release(self) -> None:
-        if self.socket_path is not None and self._socket_inode is not None:
-            remove_socket(self.socket_path, self._socket_inode)
+        if self.unix is not None:
+            self.unix.remove()
         if self.lock is not None:
             self.lock.release()
 
@@ -234,8 +223,6 @@ class WriterService:
             error = ShuttingDown("the writer is draining; retry on the next writer")
         elif len(self._pending) >= self.config.max_pending:
             error = QueueFull(f"{len(self._pending)} requests are pending at the writer")
-        elif request.name is not None and request.name not in self.ops:
-            error = UnknownOp(f"no op named {request.name!r} is registered with the writer")
         if error is not None:
             request.error = error
             self.engine_errors[error.code] += 1

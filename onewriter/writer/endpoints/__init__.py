@@ -48,15 +48,6 @@ class RemoteEndpoints:
             self.redis = RedisConsumer(self.service, self.origin("redis"))
             self.redis.start()
 
-    def describe(self) -> list[str]:
-        """Where this writer can be reached from other hosts, as ``name=value`` words."""
-        words = []
-        if self.tcp is not None:
-            words.append(f"listen={self.tcp.url}")
-        if self.redis is not None:
-            words += [f"redis={self.redis.redacted_url}", f"queue={self.redis.queue}"]
-        return words
-
     def begin_drain(self) -> None:
         """Take no new connections or Redis requests; those already taken finish."""
         if self.tcp is not None:
