@@ -1,0 +1,1 @@
+"""SQLite itself: opening connections, readers, encryption, backups, schema upkeep."""

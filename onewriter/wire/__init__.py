@@ -1,0 +1,1 @@
+"""The wire: what both sides of every transport agree on (frames, authentication, addresses)."""

@@ -16,7 +16,14 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..config import Config, Migration
-from ..errors import CommitFailed, DeadlineExceeded, OneWriterError, OpFailed, SqlNotAllowed
+from ..errors import (
+    BadRequest,
+    CommitFailed,
+    DeadlineExceeded,
+    OneWriterError,
+    OpFailed,
+    SqlNotAllowed,
+)
 from ..ops import Ops
 from ..sqlite.readonly import confine_sql, take_refusal
 from ..sqlite.upkeep import BEGIN_SQL, COMMIT_SQL, ROLLBACK_SQL, Checkpointer, migrate
@@ -73,6 +80,10 @@ def op_error(what: str, exc: Exception, *, sql: bool = False) -> OneWriterError:
                 f"{what} tried to control the transaction: ops run inside the writer's "
                 "transaction and must not BEGIN, COMMIT, ROLLBACK or RELEASE it"
             )
+    if sql and isinstance(exc, sqlite3.ProgrammingError | ValueError | TypeError):
+        # Raw SQL whose parameters cannot be bound (a type SQLite does not store, the
+        # wrong count, not a sequence or map): the caller's input, before anything ran.
+        return BadRequest(f"SQL parameters: {exc}")
     if isinstance(exc, Unsendable):
         return OpFailed(f"{what} returned a result that cannot be sent: {exc}")
     return OpFailed(f"{what} raised {type(exc).__name__}: {exc}")

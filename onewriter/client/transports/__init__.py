@@ -1,0 +1,1 @@
+"""Transports: how a channel reaches the writer (in this process, Unix socket, TCP, Redis)."""
