@@ -57,16 +57,12 @@ def _op_fields(
 
 
 def _sql_fields(sql: str, params: Any, many: bool, config: Config) -> dict[str, Any]:
+    fields = {"sql": sql, "params": params, "deadline": config.request_timeout * 1000}
     if many:
-        params = [list(p) if isinstance(p, tuple) else p for p in params]
-    elif isinstance(params, tuple):
-        params = list(params)
-    return {
-        "sql": sql,
-        "params": params,
-        "many": many,
-        "deadline": config.request_timeout * 1000,
-    }
+        fields["many"] = True
+        if type(params) is not list:
+            fields["params"] = list(params)  # an iterator, say: the wire needs a list
+    return fields
 
 
 def _with_direct(stats: dict[str, Any], core: CoreBase) -> dict[str, Any]:
@@ -258,8 +254,9 @@ class AsyncDatabase(_Face):
         super().__init__(database, ops, config or Config())
         self._channels: dict[asyncio.AbstractEventLoop, AsyncChannel] = {}
 
-    def _channel(self) -> AsyncChannel:
-        core = self._live_core()
+    def _channel(self, core: CoreBase | None = None) -> AsyncChannel:
+        if core is None:
+            core = self._live_core()
         loop = asyncio.get_running_loop()
         channel = self._channels.get(loop)
         if channel is None or channel.transport is not core.transport:
@@ -301,7 +298,7 @@ class AsyncDatabase(_Face):
             direct = _local(core).direct_writer()
             call = functools.partial(direct.write, op_name(op), args, kwargs)
             return await asyncio.get_running_loop().run_in_executor(direct.executor(), call)
-        return await self._channel().call(_op_fields(op, args, kwargs, self.config))
+        return await self._channel(core).call(_op_fields(op, args, kwargs, self.config))
 
     async def execute_write(
         self, sql: str, params: Params = (), *, many: bool = False
@@ -312,7 +309,7 @@ class AsyncDatabase(_Face):
             direct = _local(core).direct_writer()
             call = functools.partial(direct.execute, sql, params, many)
             return await asyncio.get_running_loop().run_in_executor(direct.executor(), call)
-        value = await self._channel().call(_sql_fields(sql, params, many, self.config))
+        value = await self._channel(core).call(_sql_fields(sql, params, many, self.config))
         return _write_result(value)
 
     async def read(

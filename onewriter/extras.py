@@ -20,6 +20,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "sqlcipher": ("sqlcipher3",),
     "rich": ("rich",),
     "django": ("django",),
+    "speed": ("uvloop",),
 }
 
 

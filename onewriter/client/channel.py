@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..config import Config
@@ -36,12 +37,12 @@ def new_client_id() -> bytes:
     return os.urandom(16)
 
 
-def encode(message: dict[str, Any], limit: int) -> bytes:
+def encode(pack: Callable[[Any], bytes], message: dict[str, Any], limit: int) -> bytes:
     """One request's message, encoded; refused here, before anything is sent, when it
     cannot be encoded or would be over the writer's frame limit (it would close the
     connection, and every re-send likewise)."""
     try:
-        body = proto.pack(message)
+        body = pack(message)
     except (TypeError, ValueError, OverflowError) as exc:
         raise BadRequest(f"the request cannot be encoded: {exc}") from None
     if len(body) > limit:
@@ -65,6 +66,7 @@ class _Line:
         self.config = config
         self.client = new_client_id()
         self.next_id = 0
+        self.pack = proto.packer()  # a channel is used from one thread
 
     def message(self, fields: dict[str, Any], rid: int, write: bool) -> dict[str, Any]:
         """``fields`` as a request with id ``rid`` (taken over, not copied)."""
@@ -102,7 +104,7 @@ class SyncChannel(_Line):
         if write:
             message["ack"] = rid
         limit = self.config.max_frame
-        body = encode(message, limit)
+        body = encode(self.pack, message, limit)
         noreply = "noreply" in message
         deadline = time.monotonic() + self.config.client_timeout
         while True:
@@ -126,7 +128,7 @@ class SyncChannel(_Line):
                 )
             if write and "retry" not in message:
                 message["retry"] = True
-                body = encode(message, limit)
+                body = encode(self.pack, message, limit)
 
     def _open(self, deadline: float) -> SyncLink:
         """A link to the writer, waiting for one to be elected (``failover_timeout``)."""
@@ -234,7 +236,7 @@ class AsyncChannel(_Line):
         elif write:
             message["ack"] = rid
         try:
-            body = encode(message, self.config.max_frame)
+            body = encode(self.pack, message, self.config.max_frame)
         except OneWriterError as exc:
             future.set_exception(exc)
             return future
@@ -306,7 +308,7 @@ class AsyncChannel(_Line):
             message = entry.message
             if "seq" in message and "retry" not in message:
                 message["retry"] = True
-                entry.body = encode(message, limit)
+                entry.body = encode(self.pack, message, limit)
             self._send(rid, entry)
 
     # -- Receiver (the link reports here) -----------------------------------------------

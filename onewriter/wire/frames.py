@@ -26,7 +26,7 @@ exactly-once retries; ``ack`` says every seq below it has been answered.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -44,6 +44,31 @@ _unpackb = msgpack.unpackb
 def pack(obj: Any) -> bytes:
     """Encode one msgpack body (no frame header)."""
     return _packb(obj, use_bin_type=True)
+
+
+def packer() -> Callable[[Any], bytes]:
+    """A reusable encoder, cheaper per call than :func:`pack`, for one thread only
+    (a channel, an engine): a packer keeps state between calls."""
+    return msgpack.Packer(use_bin_type=True).pack
+
+
+_UINT = (struct.Struct(">B"), struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q"))
+
+
+def pack_id(rid: Any) -> bytes:
+    """A request id, encoded as :func:`pack` would, without building a packer for it."""
+    if type(rid) is int and rid >= 0:
+        if rid < 0x80:
+            return _UINT[0].pack(rid)
+        if rid < 0x100:
+            return b"\xcc" + _UINT[0].pack(rid)
+        if rid < 0x10000:
+            return b"\xcd" + _UINT[1].pack(rid)
+        if rid < 0x100000000:
+            return b"\xce" + _UINT[2].pack(rid)
+        if rid < 0x10000000000000000:
+            return b"\xcf" + _UINT[3].pack(rid)
+    return pack(rid)
 
 
 def frame(obj: Any) -> bytes:

@@ -139,23 +139,23 @@ class Request:
         self,
         sink: Sink,
         rid: Any,
-        *,
-        name: str | None = None,
-        args: Sequence[Any] = (),
-        kwargs: dict[str, Any] | None = None,
-        sql: str | None = None,
-        params: Any = (),
-        many: bool = False,
-        deadline: float | None = None,
-        client: bytes | None = None,
-        seq: int | None = None,
-        retry: bool = False,
+        name: str | None,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        sql: str | None,
+        params: Any,
+        many: bool,
+        deadline: float | None,
+        client: bytes | None,
+        seq: int | None,
+        retry: bool,
+        tag: Any = None,
     ) -> None:
         self.sink = sink
         self.rid = rid
         self.name = name
         self.args = args
-        self.kwargs = kwargs or {}
+        self.kwargs = kwargs
         self.sql = sql
         self.params = params
         self.many = many
@@ -163,17 +163,17 @@ class Request:
         self.client = client
         self.seq = seq
         self.retry = retry
+        self.tag = tag  # the endpoint's note on where the reply goes
         self.encoded: bytes | None = None
         self.replayed = False
         self.error: OneWriterError | None = None
-        self.tag: Any = None  # the endpoint's note on where the reply goes
 
     def reply_body(self) -> bytes:
         """This request's reply, msgpack-encoded."""
         if self.error is not None:
             return proto.pack({"id": self.rid, "error": self.error.to_wire()})
         assert self.encoded is not None
-        return _OK_HEAD + proto.pack(self.rid) + _OK_TAIL + self.encoded
+        return _OK_HEAD + proto.pack_id(self.rid) + _OK_TAIL + self.encoded
 
 
 class Window:
@@ -225,6 +225,7 @@ class Engine:
         self.commit_ms = Window()
         self._last_expire = time.monotonic()
         self.applied = Applied(conn)
+        self._pack = proto.packer()  # this engine's thread only
 
     # -- setup ---------------------------------------------------------------------
 
@@ -353,10 +354,12 @@ class Engine:
             self.applied.committed()
             self.commits += 1
             self.checkpointer.commits += 1
-            counts = self.ops_by_name
+            counted: dict[str, int] = {}
             for req in pending:
                 if req.error is None:
-                    counts[req.name or "sql"] += 1
+                    name = req.name or "sql"
+                    counted[name] = counted.get(name, 0) + 1
+            self.ops_by_name.update(counted)
             return
 
     def _run_all(self, pending: list[Request], guarded: bool) -> bool:
@@ -364,7 +367,7 @@ class Engine:
         conn = self.conn
         execute = conn.execute
         call = self._call
-        pack = proto.pack
+        pack = self._pack
         max_result = self.config.max_frame - _REPLY_OVERHEAD
         for req in pending:
             if req.retry and req.client is not None:

@@ -8,11 +8,10 @@ origin is only what it is allowed (raw SQL, stats, reads), written in its
 
 from __future__ import annotations
 
-import math
 import reprlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import (
@@ -29,6 +28,8 @@ if TYPE_CHECKING:
     from .endpoints.reads import RemoteReads
     from .service import WriterService
 
+#: ``seq`` and ``ack`` go into the exactly-once table: SQLite's largest integer (a larger
+#: one would fail the whole batch, not just its request).
 _SQLITE_INT_MAX = 2**63 - 1
 
 #: Sends one reply body back to where a message came from.
@@ -54,12 +55,6 @@ class Peer(Sink, Protocol):
 
     origin: Origin
     client: bytes | None
-
-
-def is_sqlite_int(value: Any) -> bool:
-    """A non-negative int that SQLite can store (``seq`` and ``ack`` go into the
-    exactly-once table; a larger one would fail the whole batch, not just itself)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _SQLITE_INT_MAX
 
 
 def error_body(rid: Any, error: OneWriterError) -> bytes:
@@ -126,34 +121,33 @@ class Intake:
         """One message: a write is queued (its reply comes through ``peer``, with
         ``tag`` on its request), anything else is answered through ``answer`` now or,
         for a read, when it is done."""
-        if not isinstance(m, dict):
+        if type(m) is not dict:
             self.refuse(answer, None, BadRequest("a message must be a map"))
             return
         rid = m.get("id")
-        if not isinstance(rid, int) or isinstance(rid, bool):
+        if type(rid) is not int:
             self.refuse(answer, None, BadRequest("every request needs an integer id"))
             return
         kind = m.get("t")
         if kind is not None:
-            handler = self.kinds.get(kind) if isinstance(kind, str) else None
+            handler = self.kinds.get(kind) if type(kind) is str else None
             if handler is None:
                 what = f"unknown message type {reprlib.repr(kind)}"
-                self.refuse(
-                    answer, rid, BadRequest(what if isinstance(kind, str) else "t must be a string")
-                )
+                if type(kind) is not str:
+                    what = "t must be a string"
+                self.refuse(answer, rid, BadRequest(what))
                 return
             handler(peer, rid, m, answer)
             return
         try:
-            request = self.build(peer, rid, m)
+            request = self.build(peer, rid, m, tag)
         except OneWriterError as exc:
             self.refuse(answer, rid, exc)
             return
         ack = m.get("ack")
         client = peer.client
-        if client is not None and peer.origin.acks and isinstance(ack, int) and is_sqlite_int(ack):
-            self.service.engine.note_ack(client, ack)
-        request.tag = tag
+        if type(ack) is int and client is not None and peer.origin.acks and ack >= 0:
+            self.service.engine.note_ack(client, min(ack, _SQLITE_INT_MAX))
         self.service.accept(request)
 
     def refuse(self, answer: Answer, rid: Any, error: OneWriterError) -> None:
@@ -185,76 +179,62 @@ class Intake:
 
     # -- write requests --------------------------------------------------------------------
 
-    def build(self, peer: Peer, rid: int, m: dict[str, Any]) -> Request:
+    def build(self, peer: Peer, rid: int, m: dict[str, Any], tag: Any = None) -> Request:
         """The engine's request for a write message, or the refusal raised."""
-        config = self.service.config
-        deadline_ms = m.get("deadline")
-        timeout = config.request_timeout
+        get = m.get
+        timeout = self.service.config.request_timeout
+        deadline_ms = get("deadline")
         if deadline_ms is not None:
-            if (
-                not isinstance(deadline_ms, int | float)
-                or isinstance(deadline_ms, bool)
-                or math.isnan(deadline_ms)
-            ):
+            kind = type(deadline_ms)
+            if (kind is not float and kind is not int) or deadline_ms != deadline_ms:
                 raise BadRequest("deadline must be a number of milliseconds")
-            timeout = min(timeout, max(0.0, deadline_ms / 1000))
-        deadline = time.monotonic() + timeout
-        seq = m.get("seq")
-        if seq is not None and not is_sqlite_int(seq):
-            raise BadRequest("seq must be an integer from 0 to 2**63 - 1")
-        client = peer.client if seq is not None else None
-        retry = m.get("retry") is True
-        name = m.get("op")
+            if deadline_ms < timeout * 1000:
+                timeout = max(0.0, deadline_ms / 1000)
+        deadline = monotonic() + timeout
+        seq = get("seq")
+        client = None
+        if seq is not None:
+            if type(seq) is not int or not 0 <= seq <= _SQLITE_INT_MAX:
+                raise BadRequest("seq must be an integer from 0 to 2**63 - 1")
+            client = peer.client
+        retry = get("retry") is True
+        name = get("op")
         if name is not None:
-            if not isinstance(name, str):
+            if type(name) is not str:
                 raise BadRequest("op must be a string")
             if name not in self.service.ops:
                 raise UnknownOp(f"no op named {reprlib.repr(name)} is registered with the writer")
-            args = m.get("args", ())
-            kwargs = m.get("kwargs") or {}
-            if not isinstance(args, list | tuple):
+            args = get("args", ())
+            kwargs = get("kwargs") or {}
+            if type(args) is not list and type(args) is not tuple:
                 raise BadRequest("args must be a list")
-            if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            if type(kwargs) is not dict or not all(type(k) is str for k in kwargs):
                 raise BadRequest("kwargs must be a map with string keys")
             return Request(
-                peer,
-                rid,
-                name=name,
-                args=args,
-                kwargs=kwargs,
-                deadline=deadline,
-                client=client,
-                seq=seq,
-                retry=retry,
+                peer, rid, name, args, kwargs, None, None, False, deadline, client, seq, retry, tag
             )
-        sql = m.get("sql")
+        sql = get("sql")
         if sql is None:
             raise BadRequest("a request needs an op or sql")
-        if not isinstance(sql, str):
+        if type(sql) is not str:
             raise BadRequest("sql must be a string")
         if not peer.origin.allow_sql:
             raise SqlNotAllowed(
                 f"raw SQL writes are disabled on this transport ({peer.origin.name})"
             )
-        params = m.get("params")
-        many = m.get("many") is True
+        params = get("params")
+        many = get("many") is True
         if params is None:
             params = []
         if many:
-            if not isinstance(params, list) or not all(isinstance(p, list | dict) for p in params):
+            if type(params) is not list or not all(
+                type(p) is list or type(p) is dict for p in params
+            ):
                 raise BadRequest("params for many must be a list of lists or maps")
-        elif not isinstance(params, list | dict):
+        elif type(params) is not list and type(params) is not dict:
             raise BadRequest("params must be a list or a map")
         return Request(
-            peer,
-            rid,
-            sql=sql,
-            params=params,
-            many=many,
-            deadline=deadline,
-            client=client,
-            seq=seq,
-            retry=retry,
+            peer, rid, None, (), {}, sql, params, many, deadline, client, seq, retry, tag
         )
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Config
 from ..errors import OneWriterError, QueueFull, ShuttingDown, WriterUnavailable
+from ..extras import missing_extra
 from ..ops import Ops
 from ..sqlite.connect import check_filesystem, open_connection
 from ..sqlite.versions import log_sqlite_version
@@ -47,6 +48,20 @@ class LocalPeer(Protocol):
     def flush(self) -> None: ...
 
     def answer(self, body: bytes) -> None: ...
+
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new event loop for the writer's thread: uvloop's when asked for or, with
+    ``auto``, when it is installed; asyncio's otherwise."""
+    if kind != "asyncio":
+        try:
+            import uvloop
+        except ImportError as exc:
+            if kind == "uvloop":
+                raise missing_extra("speed", "writer_loop='uvloop'", exc) from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 class WriterService:
@@ -101,7 +116,14 @@ class WriterService:
             raise self._startup_error
 
     def _main(self) -> None:
-        loop = asyncio.new_event_loop()
+        try:
+            loop = new_loop(self.config.writer_loop)
+        except BaseException as exc:
+            self._startup_error = exc
+            self._release()
+            self._ready.set()
+            self._stopped.set()
+            return
         self.loop = loop
         try:
             loop.run_until_complete(self._startup())

@@ -86,7 +86,7 @@ class InProcessSyncLink(_WriterSide):
                 self._ready.clear()
                 bodies = self.take_replies()
             if bodies:
-                return [proto.unpack(body) for body in bodies]
+                return proto.messages(proto.unpack(_list_body(bodies)))
 
     def close(self) -> None:
         pass
@@ -116,8 +116,7 @@ class InProcessAsyncLink(_WriterSide):
     def _replied(self, bodies: list[bytes]) -> None:
         draining = False
         receiver = self.receiver
-        for body in bodies:
-            message = proto.unpack(body)
+        for message in proto.messages(proto.unpack(_list_body(bodies))):
             error = message.get("error") if isinstance(message, dict) else None
             if isinstance(error, dict) and error.get("code") == _SHUTTING_DOWN:
                 draining = True  # re-sent to the next writer, as a closed socket would be

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ...errors import BadRequest, OneWriterError, TooLarge, Unauthorized
 from ...wire import frames as proto
@@ -45,8 +45,8 @@ class StreamPeer(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses but behave as one
+        self.transport = cast(asyncio.Transport, transport)
         self.service.connections.add(self)
         if self.check_peer is not None:
             sock = transport.get_extra_info("socket")
