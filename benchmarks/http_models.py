@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from benchmarks._report import update_section
 from onewriter.cli.tables import format_table
-from onewriter.jobs import _http_models as m
+from onewriter.jobs.http import models as m
 from onewriter.jobs.http.models import json_value
 
 _I63 = 2**63 - 1

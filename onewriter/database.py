@@ -38,11 +38,7 @@ _abandoned: list[Any] = []
 
 
 def _write_result(value: Any) -> WriteResult:
-    return WriteResult(
-        rowcount=int(value.get("rowcount", -1)),
-        lastrowid=value.get("lastrowid"),
-        rows=list(value.get("rows") or []),
-    )
+    return WriteResult(value.get("rowcount", -1), value.get("lastrowid"), value.get("rows") or [])
 
 
 def _op_fields(

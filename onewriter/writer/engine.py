@@ -49,6 +49,11 @@ _REPLY_OVERHEAD = 64  # a reply's id and keys around its result, with room to sp
 # Reply bodies are spliced from pre-encoded parts: {"id": id, "ok": true, "result": ...}
 _OK_HEAD = b"\x83" + proto.pack("id")
 _OK_TAIL = proto.pack("ok") + proto.pack(True) + proto.pack("result")
+# A raw SQL write's result, {"rowcount": n, "lastrowid": n, "rows": [...]}, likewise.
+_RESULT_ROWCOUNT = b"\x83" + proto.pack("rowcount")
+_RESULT_LASTROWID = proto.pack("lastrowid")
+_RESULT_ROWS = proto.pack("rows")
+_EMPTY_LIST = proto.pack([])
 
 
 def denied(action: int, savepoint: str | None) -> bool:
@@ -106,9 +111,10 @@ def _applied_earlier(pending: list[Request], retry: Request) -> bytes | None:
 
 
 class Sink(Protocol):
-    """Where a request's outcome goes: a socket connection or a waiting local caller."""
+    """Where requests' outcomes go: a connection, a Redis batch, a caller in this
+    process. ``deliver`` may be called several times before one ``flush``."""
 
-    def deliver(self, request: Request) -> None: ...
+    def deliver(self, requests: list[Request]) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -253,22 +259,32 @@ class Engine:
         self.batch_sizes.add(len(batch))
         now = time.monotonic()
         runnable: list[Request] = []
+        earliest = last = None
         for req in batch:
-            if req.deadline is not None and req.deadline < now:
+            deadline = req.deadline
+            if deadline is None:
+                runnable.append(req)
+            elif deadline < now:
                 req.error = DeadlineExceeded(
-                    f"deadline passed {1000 * (now - req.deadline):.0f} ms before it could run"
+                    f"deadline passed {1000 * (now - deadline):.0f} ms before it could run"
                 )
             else:
                 runnable.append(req)
+                if earliest is None or deadline < earliest:
+                    earliest = deadline
+                if last is None or deadline > last:
+                    last = deadline
         if runnable:
             started = time.perf_counter()
-            self._under_turn(runnable, now)
+            self._under_turn(runnable, now, earliest, last)
             self.commit_ms.add(1000 * (time.perf_counter() - started))
         self._deliver(batch)
 
-    def _under_turn(self, runnable: list[Request], now: float) -> None:
-        """Take the write turn (waiting at most until the last deadline), then commit."""
-        last = max((r.deadline for r in runnable if r.deadline is not None), default=None)
+    def _under_turn(
+        self, runnable: list[Request], now: float, earliest: float | None, last: float | None
+    ) -> None:
+        """Take the write turn (waiting at most until the last deadline), then commit;
+        requests whose deadline passed while waiting for the turn are not run."""
         wait = self.config.request_timeout if last is None else max(0.0, last - now)
         try:
             hold = self.turn.acquire(
@@ -280,8 +296,8 @@ class Engine:
         self._hold = hold
         try:
             after = time.monotonic()
-            late = [r for r in runnable if r.deadline is not None and r.deadline < after]
-            if late:
+            if earliest is not None and earliest < after:
+                late = [r for r in runnable if r.deadline is not None and r.deadline < after]
                 self._fail_all(late, DeadlineExceeded("the write turn came after the deadline"))
                 runnable = [r for r in runnable if r.error is None]
             self._transaction(runnable)
@@ -381,13 +397,17 @@ class Engine:
             try:
                 self._internal = False
                 try:
-                    result = call(req)
+                    if req.sql is not None:
+                        req.encoded = self._run_sql(req)
+                    else:
+                        result = call(req)
+                        try:
+                            req.encoded = pack(result)
+                        except Exception as exc:
+                            what = type(exc).__name__
+                            raise Unsendable(f"msgpack cannot encode it: {what}") from exc
                 finally:
                     self._internal = True
-                try:
-                    req.encoded = pack(result)
-                except Exception as exc:
-                    raise Unsendable(f"msgpack cannot encode it: {type(exc).__name__}") from exc
                 if len(req.encoded) > max_result:
                     # Its reply frame would be refused: fail it now, before it commits.
                     raise Unsendable(
@@ -435,22 +455,46 @@ class Engine:
         self.applied.record(by_client)
 
     def _call(self, req: Request) -> Any:
-        if req.name is not None:
-            op = self.ops.get(req.name)
-            assert op is not None  # checked at intake
-            return op.fn(self.conn, *req.args, **req.kwargs)
-        assert req.sql is not None
+        """Run a named op (checked at intake) on the write connection."""
+        name = req.name
+        assert name is not None
+        op = self.ops.get(name)
+        assert op is not None
+        return op.fn(self.conn, *req.args, **req.kwargs)
+
+    def _run_sql(self, req: Request) -> bytes:
+        """Run raw SQL, confined to this database; its result comes back encoded."""
         conn = self.conn
+        sql = req.sql
+        assert sql is not None
         self.raw_sql = True
         try:
             if req.many:
-                cur = conn.executemany(req.sql, req.params)
-                return {"rowcount": cur.rowcount, "lastrowid": cur.lastrowid, "rows": []}
-            cur = conn.execute(req.sql, req.params)
-            rows = cur.fetchall() if cur.description else []
+                cur = conn.executemany(sql, req.params)
+                rows: list[Any] = []
+            else:
+                cur = conn.execute(sql, req.params)
+                rows = cur.fetchall() if cur.description else []
         finally:
             self.raw_sql = False
-        return {"rowcount": cur.rowcount, "lastrowid": cur.lastrowid, "rows": rows}
+        if rows:
+            try:
+                encoded_rows = self._pack(rows)
+            except Exception as exc:
+                raise Unsendable(f"msgpack cannot encode it: {type(exc).__name__}") from exc
+        else:
+            encoded_rows = _EMPTY_LIST
+        # {"rowcount": ..., "lastrowid": ..., "rows": ...}, spliced from its parts
+        return b"".join(
+            (
+                _RESULT_ROWCOUNT,
+                proto.pack_id(cur.rowcount),
+                _RESULT_LASTROWID,
+                proto.pack_id(cur.lastrowid),
+                _RESULT_ROWS,
+                encoded_rows,
+            )
+        )
 
     def note_ack(self, client: bytes, ack: int) -> None:
         """The client has seen replies for every seq below ``ack``: those ids may go."""
@@ -463,22 +507,23 @@ class Engine:
             req.encoded = None
 
     def _deliver(self, batch: Sequence[Request]) -> None:
-        sinks: dict[int, Sink] = {}
+        by_sink: dict[int, list[Request]] = {}
         errors = self.errors_by_code
         for req in batch:
             if req.error is not None:
                 errors[req.error.code] += 1
-            sink = req.sink
-            sinks[id(sink)] = sink
+            requests = by_sink.get(id(req.sink))
+            if requests is None:
+                by_sink[id(req.sink)] = [req]
+            else:
+                requests.append(req)
+        for requests in by_sink.values():
+            sink = requests[0].sink
             try:
-                sink.deliver(req)
-            except Exception:
-                log.exception("delivering a reply failed")
-        for sink in sinks.values():
-            try:
+                sink.deliver(requests)
                 sink.flush()
             except Exception:
-                log.exception("flushing replies failed")
+                log.exception("delivering replies failed")
 
     # -- housekeeping -----------------------------------------------------------------
 

@@ -43,7 +43,7 @@ class LocalPeer(Protocol):
     origin: Origin
     client: bytes | None
 
-    def deliver(self, request: Request) -> None: ...
+    def deliver(self, requests: list[Request]) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -248,11 +248,12 @@ class WriterService:
         if error is not None:
             request.error = error
             self.engine_errors[error.code] += 1
-            request.sink.deliver(request)
+            request.sink.deliver([request])
             request.sink.flush()
             return
         self._pending.append(request)
-        self._schedule()
+        if not self._scheduled or self._fill_timer is not None:
+            self._schedule()
 
     def submit_threadsafe(self, peer: LocalPeer, body: bytes) -> None:
         """Take a frame body from a caller in this process, from any thread: it goes

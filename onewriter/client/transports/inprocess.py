@@ -42,8 +42,8 @@ class _WriterSide:
         self._replies: list[bytes] = []
         self.answer = self._replies.append
 
-    def deliver(self, request: Request) -> None:
-        self._replies.append(request.reply_body())
+    def deliver(self, requests: list[Request]) -> None:
+        self._replies += [request.reply_body() for request in requests]
 
     def flush(self) -> None:
         """The writer has handed over a batch's outcomes."""

@@ -141,7 +141,7 @@ class StreamLink(asyncio.Protocol):
             self.close()
 
     def _on_message(self, message: Any) -> None:
-        if isinstance(message, dict) and message.get("id") is None and "error" in message:
+        if type(message) is dict and message.get("id") is None and "error" in message:
             self.close()  # the writer refused the connection itself
             return
         self.receiver.on_message(message)

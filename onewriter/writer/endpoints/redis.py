@@ -195,7 +195,11 @@ class _RedisPeer:
 
         self.intake.take(self, m, answer, tag=(index, noreply))
 
-    def deliver(self, request: Request) -> None:
+    def deliver(self, requests: list[Request]) -> None:
+        for request in requests:
+            self._deliver_one(request)
+
+    def _deliver_one(self, request: Request) -> None:
         index, noreply = request.tag
         if isinstance(request.error, ShuttingDown | QueueFull):
             self.batch.refused()

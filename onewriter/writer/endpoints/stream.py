@@ -80,9 +80,9 @@ class StreamPeer(asyncio.Protocol):
 
     # -- Sink (the engine delivers replies here) ----------------------------------------
 
-    def deliver(self, request: Request) -> None:
+    def deliver(self, requests: list[Request]) -> None:
         if not self.closed:
-            self._out.append(request.reply_body())
+            self._out += [request.reply_body() for request in requests]
 
     def flush(self) -> None:
         if self._out:
