@@ -84,31 +84,33 @@ def array_header(n: int) -> bytes:
     return b"\xdc" + struct.pack(">H", n) if n < 0x10000 else b"\xdd" + struct.pack(">I", n)
 
 
-def frame_packed(bodies: list[bytes]) -> bytes:
-    """A frame holding a list of already-encoded messages (no re-encoding)."""
+def list_body(bodies: list[bytes]) -> bytes:
+    """Encoded messages as one encoded list (one message stays itself)."""
     if len(bodies) == 1:
-        body = bodies[0]
-        return HEADER.pack(len(body)) + body
-    head = array_header(len(bodies))
-    size = len(head) + sum(map(len, bodies))
-    return b"".join([HEADER.pack(size), head, *bodies])
+        return bodies[0]
+    return array_header(len(bodies)) + b"".join(bodies)
+
+
+def grouped(bodies: list[bytes], limit: int) -> list[bytes]:
+    """Encoded messages as few list bodies as keep each within ``limit`` bytes."""
+    if sum(map(len, bodies)) + 5 <= limit:
+        return [list_body(bodies)]
+    out: list[bytes] = []
+    group: list[bytes] = []
+    size = 5  # the list header, at most
+    for body in bodies:
+        if group and size + len(body) > limit:
+            out.append(list_body(group))
+            group, size = [], 5
+        group.append(body)
+        size += len(body)
+    out.append(list_body(group))
+    return out
 
 
 def frames_packed(bodies: list[bytes], limit: int) -> bytes:
     """Already-encoded messages in as few frames as keep each body within ``limit``."""
-    if sum(map(len, bodies)) + 5 <= limit:
-        return frame_packed(bodies)
-    frames: list[bytes] = []
-    group: list[bytes] = []
-    size = 5  # the list header
-    for body in bodies:
-        if group and size + len(body) > limit:
-            frames.append(frame_packed(group))
-            group, size = [], 5
-        group.append(body)
-        size += len(body)
-    frames.append(frame_packed(group))
-    return b"".join(frames)
+    return b"".join(HEADER.pack(len(body)) + body for body in grouped(bodies, limit))
 
 
 def unpack(body: bytes | memoryview) -> Any:

@@ -23,13 +23,6 @@ from .base import Receiver
 _SHUTTING_DOWN = ShuttingDown.code
 
 
-def _list_body(bodies: list[bytes]) -> bytes:
-    """Encoded messages as one encoded list (a frame body without its header)."""
-    if len(bodies) == 1:
-        return bodies[0]
-    return proto.array_header(len(bodies)) + b"".join(bodies)
-
-
 class _WriterSide:
     """The intake's peer: what the writer thread calls with outcomes."""
 
@@ -86,7 +79,7 @@ class InProcessSyncLink(_WriterSide):
                 self._ready.clear()
                 bodies = self.take_replies()
             if bodies:
-                return proto.messages(proto.unpack(_list_body(bodies)))
+                return proto.messages(proto.unpack(proto.list_body(bodies)))
 
     def close(self) -> None:
         pass
@@ -116,7 +109,7 @@ class InProcessAsyncLink(_WriterSide):
     def _replied(self, bodies: list[bytes]) -> None:
         draining = False
         receiver = self.receiver
-        for message in proto.messages(proto.unpack(_list_body(bodies))):
+        for message in proto.messages(proto.unpack(proto.list_body(bodies))):
             error = message.get("error") if isinstance(message, dict) else None
             if isinstance(error, dict) and error.get("code") == _SHUTTING_DOWN:
                 draining = True  # re-sent to the next writer, as a closed socket would be
@@ -130,7 +123,7 @@ class InProcessAsyncLink(_WriterSide):
         if self.closed:
             return
         try:
-            self.submit(_list_body([body for _, body in items]))
+            self.submit(proto.list_body([body for _, body in items]))
         except ConnectionResetError:
             self.closed = True
             self.loop.call_soon(self.receiver.on_lost, self)
