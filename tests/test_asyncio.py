@@ -176,3 +176,52 @@ def test_async_client_with_no_writer_is_told_so(db_path: str) -> None:
             await adb.close()
 
     asyncio.run(main())
+
+
+# -- uvloop: an application's loop, and the writer's own -----------------------------------------
+
+
+def test_an_application_on_uvloop_writes_through_a_writer_in_another_process(
+    db_path: str, children: Children
+) -> None:
+    """uvloop's transports are not asyncio's classes; the channel must not care."""
+    uvloop = pytest.importorskip("uvloop")
+    children.writer(db_path)
+
+    async def main() -> tuple[list[Any], Any]:
+        async with onewriter.connect_async(db_path, ops=ops, role="client") as adb:
+            posts = await asyncio.gather(
+                *(adb.write(create_post, title=f"uv{i}") for i in range(50))
+            )
+            result = await adb.execute_write("INSERT INTO numbers(worker, n) VALUES (?, ?)", (7, 1))
+            return posts, result
+
+    posts, result = uvloop.run(main())
+    assert sorted(p["title"] for p in posts) == sorted(f"uv{i}" for i in range(50))
+    assert result.rowcount == 1
+    assert count(db_path, "posts") == 50
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_writer_runs_on_the_loop_it_is_given(db_path: str, loop: str) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+
+    async def main() -> dict[str, Any]:
+        async with onewriter.connect_async(
+            db_path,
+            ops=ops,
+            migrations=MIGRATIONS,
+            role="writer",
+            writes="funnel",
+            writer_loop=loop,
+        ) as adb:
+            assert (await adb.write(create_post, title="on " + loop))["title"] == "on " + loop
+            return await adb.stats()
+
+    assert asyncio.run(main())["writer_loop"] == loop
+
+
+def test_an_unknown_writer_loop_is_refused() -> None:
+    with pytest.raises(ValueError, match="writer_loop"):
+        onewriter.Config(writer_loop="trio")  # type: ignore[arg-type]

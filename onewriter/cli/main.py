@@ -57,6 +57,7 @@ def _config_from(args: argparse.Namespace, **fixed: Any) -> Config:
         max_batch=args.max_batch,
         migrations=migrations,
         checkpoint=getattr(args, "checkpoint", "writer"),
+        writer_loop=getattr(args, "writer_loop", "auto"),
         key=_key_from(args),
         **fixed,
     )
@@ -78,6 +79,13 @@ def _add_writer_flags(p: argparse.ArgumentParser) -> None:
         "who checkpoints the WAL: the writer, or an external tool such as Litestream",
         default="writer",
         choices=["writer", "external"],
+    )
+    add_flag(
+        p,
+        "--writer-loop",
+        "the writer's event loop: uvloop when installed (auto), or asyncio's",
+        default="auto",
+        choices=["auto", "asyncio", "uvloop"],
     )
     _add_key_flag(p)
 

@@ -325,6 +325,9 @@ class WriterService:
         data["draining"] = self._draining
         data["max_pending"] = self.config.max_pending
         data["durability"] = self.config.durability
+        data["writer_loop"] = (
+            "uvloop" if type(self.loop).__module__.startswith("uvloop") else "asyncio"
+        )
         data["database"] = self.db_path
         if self.remote is not None:
             data["remote"] = self.remote.stats()
