@@ -41,6 +41,7 @@ CLIENTS = 3  # client processes sampled (each is busy only a small part of the t
 PACKAGE = Path(onewriter.__file__).resolve().parent
 HERE = Path(__file__).resolve().parent
 
+_FRAMES = r"_protocol\.py|wire/frames\.py"  # the frames module, before and after its move
 _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^():]+?)(?::(?P<line>\d+))?\)$")
 
 
@@ -105,30 +106,35 @@ _IDLE_RULES: list[Rule] = [
 
 WRITER_RULES: list[Rule] = [
     *_IDLE_RULES,
-    ("frame read: split frames", r"FrameReader\.feed$", r"_protocol\.py", None),
+    ("frame read: split frames", r"FrameReader\.feed$", _FRAMES, None),
     ("frame read: split frames", r"^_frames$", r"_funnel_floor\.py", r"^(?!.*unpackb)"),
-    ("frame decode (msgpack unpack)", r"^(unpack|messages)$", r"_protocol\.py", None),
+    (
+        "frame decode (msgpack unpack)",
+        r"^(unpack|messages)$",
+        _FRAMES,
+        None,
+    ),
     ("frame decode (msgpack unpack)", r"^_frames$", r"_funnel_floor\.py", None),
     (
         "intake: per-frame loop (data_received, _handle_body)",
-        r"\.(data_received|_handle_body)$",
-        r"_server\.py|_funnel_floor\.py",
+        r"\.(data_received|_handle_body|_first)$|Intake\.take_body$",
+        r"_server\.py|endpoints/stream\.py|intake\.py|_funnel_floor\.py",
         None,
     ),
     ("intake: Request object", r"^Request\.__init__$", r"onewriter/", None),
     (
         "intake: validation (_request, _build, ack)",
-        r"\._request$|\._build$|^_is_sqlite_int$|\.note_ack$",
+        r"\._request$|\._build$|^_is_sqlite_int$|\.note_ack$|Intake\.(take|build)$",
         r"onewriter/",
         None,
     ),
     (
         "intake: queue + schedule",
         r"WriterService\.(accept|_schedule)$|BareWriter\.take$|<genexpr>",
-        r"_writer\.py|_funnel_floor\.py",
+        r"_writer\.py|writer/service\.py|_funnel_floor\.py",
         None,
     ),
-    ("engine: write turn (take + give)", r".", r"onewriter/_turn\.py", None),
+    ("engine: write turn (take + give)", r".", r"onewriter/_?turn\.py", None),
     ("engine: exactly-once record", r"^Applied\.record|^Engine\._record$", r"onewriter/", None),
     ("os.stat of the WAL (is a checkpoint due?)", r"Checkpointer\.wal_bytes$", r"onewriter/", None),
     (
@@ -137,7 +143,12 @@ WRITER_RULES: list[Rule] = [
         r"onewriter/",
         None,
     ),
-    ("engine: SQLite execute of the INSERT (+ result map)", r"Engine\._call$", r"onewriter/", None),
+    (
+        "engine: SQLite execute of the INSERT (+ result map)",
+        r"Engine\._call$|Engine\._run_sql$",
+        r"onewriter/",
+        None,
+    ),
     (
         "engine: SQLite execute of the INSERT (+ result map)",
         r"BareWriter\.commit$",
@@ -164,7 +175,7 @@ WRITER_RULES: list[Rule] = [
     ),
     (
         "reply: deliver + flush",
-        r"ClientConnection\.(deliver|flush)$|Engine\._deliver$",
+        r"(ClientConnection|StreamPeer)\.(deliver|flush)$|Engine\._deliver$",
         r"onewriter/",
         None,
     ),
@@ -174,7 +185,7 @@ WRITER_RULES: list[Rule] = [
     (
         "engine: batch bookkeeping (deadlines, counters, stats)",
         r".",
-        r"onewriter/_engine\.py",
+        r"onewriter/(_engine|writer/engine)\.py",
         None,
     ),
     (
@@ -190,7 +201,7 @@ CLIENT_RULES: list[Rule] = [
     (
         "API: execute_write, _channel, _sql_fields, WriteResult",
         r".",
-        r"onewriter/_database\.py",
+        r"onewriter/_?database\.py",
         None,
     ),
     (
@@ -206,6 +217,7 @@ CLIENT_RULES: list[Rule] = [
         None,
     ),
     ("encode request (msgpack, frame)", r"^frame$|AsyncChannel\._frames$", r"onewriter/", None),
+    ("encode request (msgpack, frame)", r"AsyncChannel\.call$", r"onewriter/", r"self\.pack\("),
     ("encode request (msgpack, frame)", r"^_frame$", r"_funnel_floor\.py", None),
     (
         "send: one flush per loop turn",
@@ -213,13 +225,19 @@ CLIENT_RULES: list[Rule] = [
         r"onewriter/|_funnel_floor\.py",
         None,
     ),
-    ("frame read: split frames", r"FrameReader\.feed$", r"_protocol\.py", None),
+    ("frame read: split frames", r"FrameReader\.feed$", _FRAMES, None),
     ("frame read: split frames", r"^_frames$", r"_funnel_floor\.py", r"^(?!.*unpackb)"),
-    ("decode reply (msgpack unpack)", r"^(unpack|messages)$", r"_protocol\.py", None),
+    (
+        "decode reply (msgpack unpack)",
+        r"^(unpack|messages)$",
+        _FRAMES,
+        None,
+    ),
     ("decode reply (msgpack unpack)", r"^_frames$", r"_funnel_floor\.py", None),
     (
         "future resolution (match id, set_result)",
-        r"AsyncChannel\.(_on_message|_resolve)$|^_settle$|_StreamProtocol\.data_received$",
+        r"AsyncChannel\.(_on_message|on_message|_resolve)$|^_settle$"
+        r"|(_StreamProtocol|StreamLink)\.(data_received|_on_message)$",
         r"onewriter/",
         None,
     ),
