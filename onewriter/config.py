@@ -20,6 +20,9 @@ Durability = Literal["normal", "full"]
 Checkpoint = Literal["writer", "external"]
 Writes = Literal["auto", "direct", "funnel"]
 WriterLoop = Literal["auto", "asyncio", "uvloop"]
+
+#: The smallest ``max_frame``: any error reply fits in it.
+MIN_FRAME = 8192
 RemoteReadsMode = Literal["off", "tcp", "all"]
 Migration = str | Callable[[sqlite3.Connection], Any]
 
@@ -202,15 +205,11 @@ class Config:
         if self.remote_reads not in ("off", "tcp", "all"):
             raise ValueError(f"remote_reads must be off, tcp or all, not {self.remote_reads!r}")
         check_key(self.key)
-        for name in (
-            "max_pending",
-            "max_batch",
-            "max_frame",
-            "read_pool_size",
-            "max_connections",
-        ):
+        for name in ("max_pending", "max_batch", "read_pool_size", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_frame < MIN_FRAME:
+            raise ValueError(f"max_frame must be at least {MIN_FRAME} (room for any error reply)")
         if self.listen is not None and not self.token:
             raise ValueError("listen needs a token: the TCP transport never runs unauthenticated")
         if not self.redis_queue:

@@ -33,6 +33,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+#: Characters of an error message sent in a reply (at most 4 bytes each, well within the
+#: smallest ``max_frame``).
+WIRE_MESSAGE_LIMIT = 1000
 
 class OneWriterError(Exception):
     """onewriter failed."""
@@ -45,8 +48,13 @@ class OneWriterError(Exception):
         super().__init__(self.message)
 
     def to_wire(self) -> dict[str, Any]:
-        """The ``error`` member of a reply frame."""
-        return {"code": self.code, "message": self.message}
+        """The ``error`` member of a reply frame; a long message is cut, so that every
+        reply fits the smallest frame limit (an exception's text can quote a whole
+        statement)."""
+        message = self.message
+        if len(message) > WIRE_MESSAGE_LIMIT:
+            message = message[: WIRE_MESSAGE_LIMIT - 1] + "…"
+        return {"code": self.code, "message": message}
 
 
 class WriteError(OneWriterError):

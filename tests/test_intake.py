@@ -16,9 +16,6 @@ belongs to one ``Database`` object). Every request of the table goes through the
 API of eight faces: {local, unix, tcp, redis} x {sync, asyncio}. Raw messages go through
 a raw sender per origin: the in-process link itself, ``RawClient``, ``RawTcp``, and
 elements pushed onto the Redis list.
-
-One difference is a known bug, marked xfail: an error reply over ``max_frame`` (see
-``OVERSIZED_ERROR_BUG``).
 """
 
 from __future__ import annotations
@@ -863,22 +860,12 @@ def test_a_frame_over_max_frame_gets_too_large_and_a_close(
 #: its client id) stays under it.
 OVERSIZED_STATEMENT = "x" * (MAX_FRAME - 90)
 
-OVERSIZED_ERROR_BUG = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "error replies are not bounded by max_frame: the Unix/TCP client refuses the frame "
-        "(sync: TOO_LARGE and a broken line; asyncio: the op is re-sent until client_timeout) "
-        "while in-process and Redis answer OP_FAILED"
-    ),
-)
 
-
-def faces_with_the_bug(kinds: tuple[str, ...]) -> list[Any]:
+def every_face(kinds: tuple[str, ...]) -> list[Any]:
     return [
         pytest.param(
             f"{origin}-{kind}",
-            marks=[needs_redis] * (origin == "redis")
-            + [OVERSIZED_ERROR_BUG] * (origin in ("unix", "tcp")),
+            marks=[needs_redis] * (origin == "redis"),
         )
         for origin in ORIGINS
         for kind in kinds
@@ -917,7 +904,7 @@ def settle(deployment: Deployment, face: Face) -> None:
         runs.append(op_failures(deployment, face))
 
 
-@pytest.mark.parametrize("face_name", faces_with_the_bug(("sync", "async")))
+@pytest.mark.parametrize("face_name", every_face(("sync", "async")))
 def test_an_error_reply_over_max_frame_is_op_failed_on_every_face_and_runs_once(
     open_deployment: Deployment, face_name: str
 ) -> None:
@@ -930,7 +917,7 @@ def test_an_error_reply_over_max_frame_is_op_failed_on_every_face_and_runs_once(
     assert posts(face.database, "title = ?", ("must be rolled back",)) == []
 
 
-@pytest.mark.parametrize("face_name", faces_with_the_bug(("sync",)))
+@pytest.mark.parametrize("face_name", every_face(("sync",)))
 def test_a_line_still_serves_after_an_error_reply_over_max_frame(
     open_deployment: Deployment, face_name: str, n: int
 ) -> None:

@@ -160,6 +160,9 @@ class SyncChannel(_Line):
             except TimeoutError:
                 self._drop()
                 raise ClientTimeout("no reply from the writer in time") from None
+            except OneWriterError:
+                self._drop()  # a stream that could not be read (TOO_LARGE) is not used again
+                raise
             for reply in replies:
                 if not isinstance(reply, dict):
                     continue
@@ -362,6 +365,15 @@ class AsyncChannel(_Line):
 
     def on_failed(self, rids: list[int], error: BaseException) -> None:
         for rid in rids:
+            self._resolve(rid, None, error)
+
+    def on_unreadable(self, link: AsyncLink, error: BaseException) -> None:
+        """The link received what it could not read (a frame over ``max_frame``): what
+        was in flight on it fails with that error rather than being sent again, since
+        the same answer would come back."""
+        if self.link is link:
+            self.link = None
+        for rid in list(self.pending):
             self._resolve(rid, None, error)
 
     def on_lost(self, link: AsyncLink) -> None:

@@ -41,6 +41,9 @@ class Receiver(Protocol):
     def on_lost(self, link: AsyncLink) -> None:
         """The link is gone: what it had in flight is to be re-sent on a new one."""
 
+    def on_unreadable(self, link: AsyncLink, error: BaseException) -> None:
+        """The link received what it cannot read: what it had in flight failed."""
+
     def waiting(self) -> bool:
         """Whether any request still awaits its reply."""
         ...

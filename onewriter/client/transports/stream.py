@@ -138,6 +138,8 @@ class StreamLink(asyncio.Protocol):
         except OneWriterError as exc:
             if not self.hello.done():
                 self.hello.set_exception(exc)
+            else:
+                self.receiver.on_unreadable(self, exc)
             self.close()
 
     def _on_message(self, message: Any) -> None:

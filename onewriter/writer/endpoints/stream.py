@@ -106,7 +106,7 @@ class StreamPeer(asyncio.Protocol):
         try:
             decoded = proto.unpack(body)
         except BadRequest as exc:
-            self.intake.refuse(self.answer, None, exc)
+            self.refuse(exc)  # before the hello, anything but a hello closes the line
             return
         for message in proto.messages(decoded):
             if self.closed:
