@@ -30,10 +30,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import select
 import shlex
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -51,6 +49,7 @@ import onewriter
 
 from . import _funnel_floor as floor
 from . import _report
+from ._processes import start_redis, stop, wait_line
 from ._writes_workloads import PAYLOAD, naive_connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,31 +183,6 @@ def client(
 # -- writers ---------------------------------------------------------------------------------
 
 
-def _wait_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or proc.poll() is not None:
-            raise RuntimeError(f"no {needle!r} line from {proc.args!r}")
-        if select.select([proc.stdout], [], [], left)[0]:
-            line = proc.stdout.readline()
-            if needle in line:
-                return line
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 def start_serve(
     database: str, key: str, directory: str, redis_url: str | None
 ) -> tuple[subprocess.Popen[str], str, dict[str, Any]]:
@@ -241,9 +215,9 @@ def start_serve(
             command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
         )
     try:
-        line = _wait_line(proc, "READY", START_TIMEOUT)
+        line = wait_line(proc, "READY", START_TIMEOUT)
     except BaseException:
-        _stop(proc)
+        stop(proc)
         print(Path(log).read_text()[-2000:], file=sys.stderr)
         raise
     if key == "tcp":
@@ -253,36 +227,6 @@ def start_serve(
         assert redis_url is not None
         return proc, redis_url, {"queue": queue}
     return proc, database, {"role": "client", "writes": "funnel"}
-
-
-def start_redis(directory: str) -> tuple[subprocess.Popen[str], str] | None:
-    """A throwaway redis-server on a free loopback port, no persistence; None if missing."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dir",
-            directory,
-            *("--save", "", "--appendonly", "no"),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        _wait_line(proc, "Ready to accept connections", START_TIMEOUT)
-    except BaseException:
-        _stop(proc)
-        raise
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def process_cpu(pid: int) -> float:
@@ -382,7 +326,7 @@ def run_cell(
                 started.kill()
                 started.join()
         if serve is not None:
-            _stop(serve)
+            stop(serve)
         if bare is not None:
             bare_writer, control = bare
             try:
@@ -595,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
     finally:
         if redis is not None:
-            _stop(redis[0])
+            stop(redis[0])
         shutil.rmtree(scratch, ignore_errors=True)
     body = render(cells, args.in_flight, skipped)
     print(body)

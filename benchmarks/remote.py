@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import select
 import shlex
 import shutil
 import sqlite3
@@ -34,6 +33,7 @@ import onewriter
 from onewriter.cli.tables import format_table
 
 from . import _report
+from ._processes import start_redis, stop, wait_line
 from ._writes_cells import spawn_context
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,32 +179,6 @@ async def _pipelined(
 # -- the writer and redis-server ----------------------------------------------------------------
 
 
-def _wait_line(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or proc.poll() is not None:
-            raise RuntimeError(f"no {prefix!r} line from {proc.args!r}")
-        ready, _, _ = select.select([proc.stdout], [], [], remaining)
-        if ready:
-            line = proc.stdout.readline()
-            if prefix in line:
-                return line
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 def start_writer(
     database: str, way: Way, redis_url: str | None, queue: str, token_file: str
 ) -> tuple[subprocess.Popen[str], str]:
@@ -230,44 +204,14 @@ def start_writer(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
-        line = _wait_line(proc, "READY", START_TIMEOUT)
+        line = wait_line(proc, "READY", START_TIMEOUT)
     except BaseException:
-        _stop(proc)
+        stop(proc)
         raise
     words = dict(word.split("=", 1) for word in line.split() if "=" in word)
     address = {"unix": database, "tcp": words.get("listen"), "redis": redis_url}[way.transport]
     assert address is not None
     return proc, address
-
-
-def start_redis(directory: str) -> tuple[subprocess.Popen[str], str] | None:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dir",
-            directory,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    _wait_line(proc, "Ready to accept connections", START_TIMEOUT)
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 # -- cells ----------------------------------------------------------------------------------------
@@ -305,7 +249,7 @@ def run_cell(way: Way, producers: int, requests: int, redis_url: str | None, scr
         with onewriter.connect(database, role="client") as db:
             stats = db.stats()
     finally:
-        _stop(writer)
+        stop(writer)
     conn = sqlite3.connect(database)
     try:
         stored, distinct = conn.execute(
@@ -432,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
     finally:
         if redis is not None:
-            _stop(redis[0])
+            stop(redis[0])
         shutil.rmtree(scratch, ignore_errors=True)
     body = render(cells, skipped)
     print(body)

@@ -1,0 +1,71 @@
+"""Child processes of the benchmarks: waiting for a line, stopping, a throwaway Redis."""
+
+from __future__ import annotations
+
+import select
+import shutil
+import socket
+import subprocess
+import time
+
+START_TIMEOUT = 60.0
+
+
+def wait_line(proc: subprocess.Popen[str], needle: str, timeout: float = START_TIMEOUT) -> str:
+    """The first line of ``proc``'s stdout that contains ``needle``."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or proc.poll() is not None:
+            raise RuntimeError(f"no {needle!r} line from {proc.args!r}")
+        if select.select([proc.stdout], [], [], left)[0]:
+            line = proc.stdout.readline()
+            if needle in line:
+                return line
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def start_redis(directory: str) -> tuple[subprocess.Popen[str], str] | None:
+    """A throwaway redis-server on a free loopback port, no persistence; None if missing."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            directory,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_line(proc, "Ready to accept connections")
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, f"redis://127.0.0.1:{port}/0"
