@@ -26,7 +26,7 @@ from .election import ElectionLock
 from .endpoints.stream import StreamPeer
 from .endpoints.unix import UnixListener
 from .engine import Engine, Request
-from .intake import Intake, Origin
+from .intake import Intake, Origin, Peer
 
 if TYPE_CHECKING:
     from .endpoints import RemoteEndpoints
@@ -36,16 +36,9 @@ log = logging.getLogger("onewriter.writer")
 _abandoned: list[Any] = []
 
 
-class LocalPeer(Protocol):
-    """A caller in the writer's own process, as the service sees it (an intake peer
-    that also takes immediate answers)."""
-
-    origin: Origin
-    client: bytes | None
-
-    def deliver(self, requests: list[Request]) -> None: ...
-
-    def flush(self) -> None: ...
+class LocalPeer(Peer, Protocol):
+    """A caller in the writer's own process: an intake peer that also takes the
+    immediate answers (refusals, control messages)."""
 
     def answer(self, body: bytes) -> None: ...
 
