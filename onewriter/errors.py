@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 #: smallest ``max_frame``).
 WIRE_MESSAGE_LIMIT = 1000
 
+
 class OneWriterError(Exception):
     """onewriter failed."""
 
