@@ -334,7 +334,7 @@ def test_a_client_that_never_reads_costs_only_its_buffers(tmp_path: Path) -> Non
 GHOST = """
 import os, socket, struct, sys, time
 sys.path.insert(0, os.environ["CHAOS_DIR"])
-from onewriter import _protocol as proto
+from onewriter.wire import frames as proto
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 sock.connect(sys.argv[1])
 sock.sendall(proto.frame({"t": "hello", "v": proto.PROTOCOL_VERSION, "client": b"ghost"}))
