@@ -265,6 +265,8 @@ def test_sigterm_drains_without_losing_an_acknowledged_write(tmp_path: Path) -> 
         if load.poll() is None:
             load.kill()
             load.wait(10)
+        if load.stdout is not None:
+            load.stdout.close()
         service.stop()
     summary = json.loads(out)
     assert summary["interrupted"] is True
