@@ -294,6 +294,18 @@ class Child:
                     stream.close()
 
 
+def start_ready(cmd: list[str], prefix: str, timeout: float = 20.0) -> tuple[Child, str]:
+    """Start ``cmd`` and wait for its first ``prefix`` line; when that line never comes
+    the child is stopped and its pipes closed (left to the garbage collector, they would
+    warn in whichever test runs next)."""
+    child = Child(cmd)
+    try:
+        return child, child.wait_line(prefix, timeout)
+    except BaseException:
+        child.stop()
+        raise
+
+
 class WriterProcess(Child):
     """A dedicated writer in a child process (``role="writer"``), waited on until READY."""
 

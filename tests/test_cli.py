@@ -311,12 +311,18 @@ def test_the_wal_reset_note_is_written_once_per_writer(db_path: str, tmp_path: P
 
     if not wal_reset_bug_affects(sqlite3.sqlite_version_info):
         pytest.skip("this SQLite has no WAL-reset race to note")
-    with ServiceProcess(str(tmp_path / "demo.db"), workers=2, stderr=subprocess.PIPE) as service:
-        assert service.process is not None
-        service.stop()
-        assert service.process.stderr is not None
-        with service.process.stderr:
+    service = ServiceProcess(str(tmp_path / "demo.db"), workers=2, stderr=subprocess.PIPE)
+    try:
+        with service:
+            assert service.process is not None
+            service.stop()
+            assert service.process.stderr is not None
             err = service.process.stderr.read()
+    finally:
+        # Closed here even when the service failed to start: a pipe left to the garbage
+        # collector warns in whichever test runs next.
+        if service.process is not None and service.process.stderr is not None:
+            service.process.stderr.close()
     assert err.count("has the WAL-reset race") == 1, err
     assert "https://www.sqlite.org/wal.html#walresetbug" in err
     assert "docs/operations.md" not in err

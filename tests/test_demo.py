@@ -132,6 +132,8 @@ def test_concurrent_writes_from_the_load_client_all_land(service: ServiceProcess
 
 
 def test_stats_and_metrics_show_the_writer(service: ServiceProcess) -> None:
+    status, _ = call(service.url, "POST", "/posts", {"title": "counted"})  # one commit at least
+    assert status == 201
     status, data = call(service.url, "GET", "/stats")
     assert status == 200
     assert data["mode"] == "onewriter"
@@ -263,6 +265,8 @@ def test_sigterm_drains_without_losing_an_acknowledged_write(tmp_path: Path) -> 
         if load.poll() is None:
             load.kill()
             load.wait(10)
+        if load.stdout is not None:
+            load.stdout.close()
         service.stop()
     summary = json.loads(out)
     assert summary["interrupted"] is True

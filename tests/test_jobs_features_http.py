@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ONEWRITER_CLI, Child
+from helpers import ONEWRITER_CLI, Child, start_ready
 
 from onewriter.jobs import Job, report_progress
 
@@ -36,24 +36,27 @@ def patient(job: Job) -> str:
 
 
 def serve(database: str) -> tuple[Child, str]:
-    child = Child(
+    child, line = start_ready(
         [
             ONEWRITER_CLI, "jobs", "serve", database, "--port", "0", "--workers", "1",
             "--producer-token", PRODUCER, "--worker-token", WORKER,
-        ]
+        ],
+        "READY ",
+        timeout=60,
     )  # fmt: skip
-    ready = json.loads(child.wait_line("READY ", timeout=60)[len("READY ") :])
+    ready = json.loads(line[len("READY ") :])
     return child, str(ready["url"])
 
 
 def work(url: str, queue: str, *extra: str) -> Child:
-    child = Child(
+    child, _ = start_ready(
         [
             ONEWRITER_CLI, "jobs", "work", "--url", url, "--queue", queue, "--token", WORKER,
             "--handler", "test_jobs_features_http:patient", "--wait", "0.2", *extra,
-        ]
+        ],
+        "READY worker",
+        timeout=30,
     )  # fmt: skip
-    child.wait_line("READY worker", timeout=30)
     return child
 
 

@@ -358,6 +358,9 @@ def _healthz_count(url: str) -> float:
 
 
 def test_a_scrape_sums_the_counters_of_both_worker_processes(service: Service) -> None:
+    job_id = service.enqueue("summed", payload=1)
+    [job] = service.claim("summed")
+    service.worker.post(f"/jobs/{job_id}/complete", json={"token": job["token"]})
     before = _healthz_count(service.url)
     for _ in range(40):  # fresh connections: the kernel hands them to either process
         assert httpx.get(f"{service.url}/healthz").status_code == 200
@@ -368,7 +371,7 @@ def test_a_scrape_sums_the_counters_of_both_worker_processes(service: Service) -
     for _ in range(5):  # whichever process answers the scrape counts them all
         assert _healthz_count(service.url) == before + 40
     stats = service.producer.get("/stats").json()
-    assert stats["queues"]["metered"]["done"] == 1
+    assert stats["queues"]["summed"]["done"] == 1
 
 
 def _refs(value: Any) -> Iterator[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ONEWRITER_CLI, Child
+from helpers import ONEWRITER_CLI, Child, start_ready
 
 import onewriter
 from onewriter.jobs import AsyncJobQueue, Job, jobs_ops
@@ -136,7 +136,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def start_worker(url: str, queue: str, *extra: str) -> Child:
-    child = Child(
+    child, _ = start_ready(
         [
             ONEWRITER_CLI,
             "jobs",
@@ -152,9 +152,10 @@ def start_worker(url: str, queue: str, *extra: str) -> Child:
             "--wait",
             "0.2",
             *extra,
-        ]
+        ],
+        "READY worker",
+        timeout=30,
     )
-    child.wait_line("READY worker", timeout=30)
     return child
 
 
