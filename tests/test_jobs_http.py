@@ -357,11 +357,25 @@ def _healthz_count(url: str) -> float:
     return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
 
 
+def _settled_healthz_count(url: str, deadline_s: float = 30.0) -> float:
+    """The count once no process has any left to flush (earlier tests' probes of the
+    shared service may still be on their way: each process flushes every second)."""
+    deadline = time.monotonic() + deadline_s
+    last = _healthz_count(url)
+    while time.monotonic() < deadline:
+        time.sleep(1.2)
+        now = _healthz_count(url)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"the healthz count kept moving: {last}")
+
+
 def test_a_scrape_sums_the_counters_of_both_worker_processes(service: Service) -> None:
     job_id = service.enqueue("summed", payload=1)
     [job] = service.claim("summed")
     service.worker.post(f"/jobs/{job_id}/complete", json={"token": job["token"]})
-    before = _healthz_count(service.url)
+    before = _settled_healthz_count(service.url)
     for _ in range(40):  # fresh connections: the kernel hands them to either process
         assert httpx.get(f"{service.url}/healthz").status_code == 200
     deadline = time.monotonic() + 30  # each process flushes its counts every second
