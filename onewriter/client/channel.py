@@ -84,9 +84,9 @@ class _Line:
         message["id"] = rid
         if write:
             message["seq"] = rid
-            if self.transport.fire_and_forget:
+            if self._noreply:
                 message["noreply"] = True
-        if self.transport.stamps_client:
+        if self._stamp:
             message["client"] = self.client
         return message
 
@@ -220,6 +220,7 @@ class AsyncChannel(_Line):
         self._flush_scheduled = False
         self._finding: asyncio.Task[None] | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self._connect_error: BaseException | None = None  # why the last search failed
         self.closed = False
 
     async def connect(self) -> None:
@@ -230,8 +231,6 @@ class AsyncChannel(_Line):
             await asyncio.shield(self._finding)
             if self.link is None:
                 raise self._connect_error or self.transport.unavailable()
-
-    _connect_error: BaseException | None = None
 
     def call(self, fields: dict[str, Any], *, write: bool = True) -> asyncio.Future[Any]:
         """Send a request; the future resolves with its result.
