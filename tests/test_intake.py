@@ -158,14 +158,17 @@ class RawRedis:
         self.queue = queue
         self.id = os.urandom(16)
         self.key = reply_key(queue, self.id)
+        self.unread: list[Any] = []
 
     def send(self, message: dict[str, Any]) -> None:
         self.client.rpush(self.queue, proto.pack({**message, "client": self.id}))
 
     def recv(self) -> Any:
-        got: Any = self.client.blpop([self.key], timeout=CLIENT_TIMEOUT)
-        assert got is not None, f"no reply on {self.key} within {CLIENT_TIMEOUT} s"
-        return proto.unpack(got[1])
+        if not self.unread:  # an element holds a reply, or a list of them
+            got: Any = self.client.blpop([self.key], timeout=CLIENT_TIMEOUT)
+            assert got is not None, f"no reply on {self.key} within {CLIENT_TIMEOUT} s"
+            self.unread += proto.messages(proto.unpack(got[1]))
+        return self.unread.pop(0)
 
     def close(self) -> None:
         self.client.close()

@@ -105,8 +105,8 @@ class RawProducer:
             assert remaining > 0, f"only {len(found)} of {n} replies arrived"
             got = self.client.blpop([self.reply_key], timeout=min(remaining, 1.0))
             if got is not None:
-                reply = proto.unpack(got[1])
-                found[reply["id"]] = reply
+                for reply in proto.messages(proto.unpack(got[1])):  # a reply or a list
+                    found[reply["id"]] = reply
         return found
 
 
@@ -222,7 +222,9 @@ def test_a_writer_killed_between_pop_and_commit_loses_nothing_and_applies_each_o
     wait_until(marker.exists, 20, "the slow op to start")
     first.kill9()  # inside the batch's transaction: taken from the list, not committed
 
-    taken = [proto.unpack(e) for e in raw.lrange(f"{queue}:processing", 0, -1)]
+    taken = [  # an element is a request, or a producer's list of them
+        m for e in raw.lrange(f"{queue}:processing", 0, -1) for m in proto.messages(proto.unpack(e))
+    ]
     assert {m["seq"] for m in taken if m["client"] == mine.id} == set(range(1, 22))
 
     second = serve(children, db_path, redis_server.url, queue)
@@ -293,3 +295,39 @@ def produce(url: str, queue: str, worker: str, rows: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "produce":
         produce(*sys.argv[2:])
+
+
+def test_an_element_may_hold_a_list_of_requests_each_answered_and_applied_once(
+    redis_server: RedisServer, queue: str, open_db: Callable[..., onewriter.Database], raw: Any
+) -> None:
+    """A producer's flush is one element: every request in it gets its own outcome, and
+    a write in it is applied once even when the element is driven again."""
+    writer = open_db(role="writer", redis_url=redis_server.url, redis_queue=queue)
+    mine = RawProducer(raw, queue)
+    bodies = [
+        mine.request(1, "insert_number", worker=5, n=1),
+        mine.request(2, "no_such_op"),
+        proto.pack({"id": 3, "t": "ping", "client": mine.id}),
+        proto.pack({"id": 4, "seq": 4, "op": "insert_number", "client": mine.id, "args": 7}),
+    ]
+    raw.rpush(queue, proto.array_header(len(bodies)) + b"".join(bodies))
+    replies = mine.replies(4)
+    assert replies[1]["ok"] is True
+    assert replies[2]["error"]["code"] == "UNKNOWN_OP"
+    assert replies[3] == {"id": 3, "ok": True, "result": None}
+    assert replies[4]["error"]["code"] == "BAD_REQUEST"
+    wait_until(lambda: raw.llen(f"{queue}:processing") == 0, 10, "the element to be settled")
+    # Driven again (as after a crash): the write it holds is answered from its record.
+    again = proto.pack(
+        {
+            "id": 1,
+            "seq": 1,
+            "op": "insert_number",
+            "client": mine.id,
+            "kwargs": {"worker": 5, "n": 1},
+            "retry": True,
+        }
+    )
+    raw.rpush(queue, proto.array_header(1) + again)
+    assert mine.replies(1)[1]["ok"] is True
+    assert count(writer.path) == 1

@@ -9,7 +9,6 @@ queued its requests: they fail with ``WRITER_UNAVAILABLE`` and are never pushed 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any, cast
@@ -24,7 +23,7 @@ except ImportError as exc:
 
 
 from ...config import Config
-from ...errors import WriterUnavailable
+from ...errors import BadRequest, WriterUnavailable
 from ...wire import frames as proto
 from ...wire.addresses import redacted, reply_key
 from ...wire.redis import async_client, sync_client
@@ -50,6 +49,7 @@ class RedisTransport:
         self.url = url
         self.queue = config.redis_queue
         self.fire_and_forget = config.fire_and_forget
+        self.max_element = config.max_frame
 
     def _down(self, exc: Exception) -> WriterUnavailable:
         return WriterUnavailable(f"Redis at {redacted(self.url)}: {exc}")
@@ -101,7 +101,7 @@ class RedisSyncLink:
                 time.sleep(min(0.05, max(0.0, remaining)))
                 continue
             if got is not None:
-                return [proto.unpack(cast(tuple[bytes, bytes], got)[1])]
+                return proto.messages(proto.unpack(cast(tuple[bytes, bytes], got)[1]))
 
     def close(self) -> None:
         self.redis.close()
@@ -113,6 +113,7 @@ class RedisAsyncLink:
 
     def __init__(self, transport: RedisTransport, client: bytes, receiver: Receiver) -> None:
         self.queue = transport.queue
+        self.max_element = transport.max_element
         self.key = reply_key(transport.queue, client)
         self.receiver = receiver
         self.redis = async_client(transport.url)
@@ -133,7 +134,9 @@ class RedisAsyncLink:
             out, self._outbox = self._outbox, []
             rids = [rid for rid, _ in out]
             try:
-                await self.redis.rpush(self.queue, *[body for _, body in out])
+                # One element per flush (a list of requests), not one per request.
+                elements = proto.grouped([body for _, body in out], self.max_element)
+                await self.redis.rpush(self.queue, *elements)
             except redis.RedisError as exc:
                 self.receiver.on_failed(rids, _queue_failed(len(out), exc))
                 continue
@@ -151,8 +154,12 @@ class RedisAsyncLink:
                 await asyncio.sleep(0.05)
                 continue
             for body in bodies:
-                with contextlib.suppress(Exception):
-                    receiver.on_message(proto.unpack(body))
+                try:
+                    messages = proto.messages(proto.unpack(body))
+                except BadRequest:
+                    continue
+                for message in messages:
+                    receiver.on_message(message)
 
     async def _take_replies(self) -> list[bytes]:
         """The replies waiting (up to a second for the first): one BLMPOP on Redis 7,

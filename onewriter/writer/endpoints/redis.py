@@ -3,10 +3,10 @@ batches, commits each batch as one group and answers on a reply key per producer
 
 ::
 
-    producer:  RPUSH <queue> <request>                      one request per element
+    producer:  RPUSH <queue> <requests>                     a request, or a list of them
     writer:    LPOP <queue> n + RPUSH <queue>:processing     one Lua script, atomic
                ... run the batch, COMMIT ...
-               MULTI  RPUSH <queue>:reply:<client> <replies>  EXPIRE ...
+               MULTI  RPUSH <queue>:reply:<client> <replies>  a list per producer, EXPIRE
                       LTRIM <queue>:processing k -1  EXEC
     producer:  BLPOP <queue>:reply:<client>
 
@@ -84,7 +84,9 @@ class _WriterGone(Exception):
 
 
 class _Batch:
-    """Elements taken from the list, handed to the writer and answered together.
+    """Elements taken from the list, handed to the writer and answered together. An
+    element holds one request or a list of them (a producer's whole flush); it is
+    settled once every request in it has its outcome.
 
     Filled in on the writer's thread; read by the consumer's thread once ``done``.
     """
@@ -93,45 +95,49 @@ class _Batch:
         self.consumer = consumer
         self.elements = elements
         self.redriven = redriven
-        self.settled = [False] * len(elements)
+        self.open = [0] * len(elements)  # requests of each element still without outcome
+        self.kept = [False] * len(elements)  # an element the writer refused for now
         self.replies: dict[str, list[bytes]] = {}
-        self.seqs: dict[int, tuple[bytes, int]] = {}
+        self.seqs: list[tuple[int, bytes, int]] = []  # (element, client, seq) that ran
         self.dropped = 0
         self._remaining = 1  # the submitting pass itself, so done waits for all of it
         self.done = threading.Event()
 
     def submit(self) -> None:
-        """Decode, check and queue every element (on the writer's thread)."""
+        """Decode, check and queue every request (on the writer's thread)."""
         consumer = self.consumer
         peers: dict[bytes, _RedisPeer] = {}
         for index, raw in enumerate(self.elements):
-            message = _decode(raw)
-            if message is None:
-                self.dropped += 1
-                self.settled[index] = True
-                continue
-            client: bytes = message["client"]
-            peer = peers.get(client)
-            if peer is None:
-                peer = peers[client] = _RedisPeer(consumer, self, client)
-            self._remaining += 1
-            peer.take(index, message)
+            messages = _decode(raw)
+            self.dropped += messages.count(None)
+            taken = [m for m in messages if m is not None]
+            self.open[index] = len(taken)
+            self._remaining += len(taken)
+            for message in taken:
+                client: bytes = message["client"]
+                peer = peers.get(client)
+                if peer is None:
+                    peer = peers[client] = _RedisPeer(consumer, self, client)
+                peer.take(index, message)
         self._one_done()
 
     def answer(
         self, index: int, key: str | None, body: bytes, ran: tuple[bytes, int] | None = None
     ) -> None:
-        """Element ``index`` has its final outcome: ``body`` goes to ``key`` (none for
-        fire-and-forget); ``ran`` is the (client, seq) of a write that ran."""
-        self.settled[index] = True
+        """A request of element ``index`` has its final outcome: ``body`` goes to ``key``
+        (none for fire-and-forget); ``ran`` is the (client, seq) of a write that ran."""
+        self.open[index] -= 1
         if key is not None:
             self.replies.setdefault(key, []).append(body)
         if ran is not None:
-            self.seqs[index] = ran
+            self.seqs.append((index, *ran))
         self._one_done()
 
-    def refused(self) -> None:
-        """An element the writer would not take now (draining, queue full): it stays."""
+    def refused(self, index: int) -> None:
+        """A request the writer would not take now (draining, queue full): its element
+        stays in the processing list, to be driven again."""
+        self.open[index] -= 1
+        self.kept[index] = True
         self._one_done()
 
     def _one_done(self) -> None:
@@ -141,31 +147,35 @@ class _Batch:
 
     def settled_prefix(self) -> int:
         """How many leading elements are settled: those may leave the processing list."""
-        for index, settled in enumerate(self.settled):
-            if not settled:
+        for index, kept in enumerate(self.kept):
+            if kept or self.open[index]:
                 return index
-        return len(self.settled)
+        return len(self.kept)
 
     def acks(self, prefix: int) -> dict[bytes, int]:
         """Per client, the seq below which nothing can come back once ``prefix`` is gone."""
         acks: dict[bytes, int] = {}
-        for index, (client, seq) in self.seqs.items():
+        for index, client, seq in self.seqs:
             if index < prefix and seq + 1 > acks.get(client, 0):
                 acks[client] = seq + 1
         return acks
 
 
-def _decode(raw: bytes) -> dict[str, Any] | None:
+def _decode(raw: bytes) -> list[dict[str, Any] | None]:
+    """The requests of one element (``None`` for each that is not one: dropped)."""
     try:
-        message = proto.unpack(raw)
+        decoded = proto.unpack(raw)
     except BadRequest:
-        message = None
-    if isinstance(message, dict):
-        client = message.get("client")
+        decoded = None
+    out: list[dict[str, Any] | None] = []
+    for message in proto.messages(decoded):
+        client = message.get("client") if isinstance(message, dict) else None
         if isinstance(client, bytes) and 1 <= len(client) <= 64:
-            return message
-    log.warning("dropped a Redis element that is not an onewriter request: %r", raw[:200])
-    return None
+            out.append(message)
+        else:
+            log.warning("dropped a Redis request that is not an onewriter request: %r", raw[:200])
+            out.append(None)
+    return out
 
 
 class _RedisPeer:
@@ -202,7 +212,7 @@ class _RedisPeer:
     def _deliver_one(self, request: Request) -> None:
         index, noreply = request.tag
         if isinstance(request.error, ShuttingDown | QueueFull):
-            self.batch.refused()
+            self.batch.refused(index)
             return
         body = request.reply_body()
         if noreply and request.error is not None:
@@ -241,6 +251,7 @@ class RedisConsumer:
         self.queue = config.redis_queue
         self.processing = processing_key(self.queue)
         self.batch_size = min(config.max_batch, config.max_pending)
+        self.max_element = config.max_frame
         self._stop = threading.Event()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
@@ -357,7 +368,8 @@ class RedisConsumer:
         take_next = settled == len(elements) and not redriven and not self._stop.is_set()
         pipe = client.pipeline(transaction=True)
         for key, bodies in batch.replies.items():
-            pipe.rpush(key, *bodies)
+            # a few elements per producer and batch, not one per reply
+            pipe.rpush(key, *proto.grouped(bodies, self.max_element))
             pipe.expire(key, REPLY_TTL)
         if settled:
             pipe.ltrim(self.processing, settled, -1)
