@@ -11,7 +11,7 @@ Cells (same table, same row, WAL, ``synchronous=NORMAL`` everywhere):
   floor    a bare asyncio writer (``_funnel_floor.py``): msgpack frames over a Unix
            socket, each loop turn's requests in one BEGIN IMMEDIATE..COMMIT
   funnel   ``onewriter serve``; clients ``connect_async(db, role="client", writes="funnel")``
-  asyncio  the same with ``--writer-loop asyncio``: uvloop off (the ``speed`` extra)
+  uvloop   the same with ``--writer-loop uvloop`` (the ``speed`` extra)
   tcp      ``onewriter serve --listen tcp://127.0.0.1:0``; clients ``connect_async("tcp://...")``
   redis    ``onewriter serve --redis ...`` through a throwaway redis-server
   own      one process with ``role="writer"`` that funnels its own asyncio writes
@@ -78,7 +78,7 @@ WAYS = {
     for w in [
         Way("floor", "a. floor: bare asyncio writer, Unix socket", True),
         Way("funnel", "b. onewriter funnel, Unix socket", True),
-        Way("asyncio", "b. the same, writer on asyncio's loop (no uvloop)", True),
+        Way("uvloop", "b. the same, writer on uvloop (the speed extra)", True),
         Way("tcp", "c. onewriter over TCP", True),
         Way("redis", "d. onewriter over Redis", True),
         Way("own", "e. asyncio in the writer's own process", False),
@@ -199,7 +199,7 @@ def start_serve(
         "4000",
     ]
     queue = f"funnel-{os.path.basename(directory)}"
-    command += ["--writer-loop", "asyncio" if key == "asyncio" else "auto"]
+    command += ["--writer-loop", "uvloop" if key == "uvloop" else "asyncio"]
     if key == "tcp":
         token_file = os.path.join(directory, "token")
         Path(token_file).write_text(TOKEN)
@@ -382,7 +382,7 @@ def render(cells: Sequence[Cell], in_flight: int, skipped: Sequence[str]) -> str
     for c in sorted(cells, key=lambda c: (list(WAYS).index(c.way.key), c.round)):
         base = next((b for b in cells if b.way.key == "floor" and b.round == c.round), None)
         vs = f"{c.per_second / base.per_second:.2f}x" if base and base.per_second else "-"
-        if c.way.key not in ("floor", "funnel", "asyncio", "tcp", "redis"):
+        if c.way.key not in ("floor", "funnel", "uvloop", "tcp", "redis"):
             vs = "-"  # different client count
         client_us = sum(c.client_cpu) / c.acked * 1e6 if c.acked else 0.0
         writer_us = c.writer_cpu / c.acked * 1e6 if c.acked and c.writer_cpu is not None else None
@@ -404,7 +404,7 @@ def render(cells: Sequence[Cell], in_flight: int, skipped: Sequence[str]) -> str
         )
     out = ["```\n" + format_table(headers, rows) + "\n```\n"]
     funnel = _ratio(cells, "funnel", "floor")
-    uvloop = _ratio(cells, "funnel", "asyncio")
+    uvloop = _ratio(cells, "uvloop", "funnel")
     own = _ratio(cells, "own", "other")
     summary = []
     if funnel:

@@ -74,10 +74,11 @@ class Config:
     requests wait than clients are connected, so that one fsync serves more writes
     (0 turns it off; ignored at ``normal``, where a commit costs no fsync)."""
 
-    writer_loop: WriterLoop = "auto"
-    """The event loop on the writer's own thread: ``uvloop`` (the ``speed`` extra) is
-    measurably faster at reading frames and writing replies; ``auto`` takes it when it is
-    installed. No application's loop is affected."""
+    writer_loop: WriterLoop = "asyncio"
+    """The event loop on the writer's own thread: asyncio's, ``uvloop`` (the ``speed``
+    extra), or ``auto`` (uvloop when installed). asyncio's is the default because it
+    measured as fast or faster here (docs/benchmarks.md, "The funnel at its floor"). No
+    application's loop is affected."""
 
     request_timeout: float = 30.0
     """A write not started within this time is not run (``TIMEOUT``): the longest a write
