@@ -66,6 +66,7 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
         (["jobs", "work", "--queue", "q", "--handler", "helpers:ops"], "http"),
         (["jobs", "stress", "--configs", "light"], "http"),
         (["serve", "{db}", "--redis", "redis://127.0.0.1:1/0"], "redis"),
+        (["serve", "{db}", "--writer-loop", "uvloop"], "speed"),
     ],
 )
 def test_a_command_without_its_extra_names_the_pip_install(
@@ -76,6 +77,24 @@ def test_a_command_without_its_extra_names_the_pip_install(
     line = one_line(result)
     assert line.startswith("onewriter: MISSING_EXTRA: ")
     assert f"pip install 'onewriter[{extra}]'" in line
+
+
+def test_writer_loop_auto_without_uvloop_runs_on_asyncio(tmp_path: Path) -> None:
+    code = (
+        "import onewriter\n"
+        f"db = onewriter.connect({str(tmp_path / 'app.db')!r}, role='writer', writer_loop='auto')\n"
+        "print(db.stats()['writer_loop'])\n"
+        "db.close()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=no_extras_env(),
+        timeout=30,
+        check=True,
+    )
+    assert result.stdout.strip() == "asyncio"
 
 
 def test_connect_to_redis_without_the_extra_raises_missing_extra() -> None:

@@ -8,7 +8,7 @@ import os
 import sys
 from importlib.abc import MetaPathFinder
 
-EXTRAS = "uvicorn,starlette,httpx,httptools,redis,hiredis,psycopg,psycopg_pool,rich"
+EXTRAS = "uvicorn,starlette,httpx,httptools,redis,hiredis,psycopg,psycopg_pool,rich,uvloop"
 #: Top-level packages or whole module names to refuse (NO_EXTRAS_BLOCK overrides).
 BLOCKED = set(os.environ.get("NO_EXTRAS_BLOCK", EXTRAS).split(","))
 
