@@ -32,8 +32,10 @@ class _WriterSide:
         self.writer = writer
         self.origin = writer.local_origin
         self.client: bytes | None = client
-        self._replies: list[bytes] = []
-        self.answer = self._replies.append
+        self._replies: list[bytes] = []  # filled and taken on the writer's thread only
+
+    def answer(self, body: bytes) -> None:
+        self._replies.append(body)
 
     def deliver(self, requests: list[Request]) -> None:
         self._replies += [request.reply_body() for request in requests]
@@ -42,8 +44,7 @@ class _WriterSide:
         """The writer has handed over a batch's outcomes."""
 
     def take_replies(self) -> list[bytes]:
-        replies = self._replies[:]
-        self._replies.clear()
+        replies, self._replies = self._replies, []
         return replies
 
     def submit(self, body: bytes) -> None:
@@ -61,9 +62,13 @@ class InProcessSyncLink(_WriterSide):
         super().__init__(writer, client)
         self._ready = threading.Event()
         self._lock = threading.Lock()
+        self._handed: list[bytes] = []  # replies handed from the writer's thread
 
     def flush(self) -> None:  # writer thread
-        self._ready.set()
+        replies = self.take_replies()
+        with self._lock:
+            self._handed += replies
+            self._ready.set()
 
     def send(self, body: bytes) -> None:
         self._ready.clear()
@@ -77,7 +82,7 @@ class InProcessSyncLink(_WriterSide):
                 raise TimeoutError
             with self._lock:
                 self._ready.clear()
-                bodies = self.take_replies()
+                bodies, self._handed = self._handed, []
             if bodies:
                 return proto.messages(proto.unpack(proto.list_body(bodies)))
 

@@ -40,7 +40,6 @@ class StreamPeer(asyncio.Protocol):
         self.greeted = False
         self.closed = False
         self._out: list[bytes] = []
-        self.answer = self._out.append
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -80,14 +79,17 @@ class StreamPeer(asyncio.Protocol):
 
     # -- Sink (the engine delivers replies here) ----------------------------------------
 
+    def answer(self, body: bytes) -> None:
+        """An answer given at intake (a refusal, a control message)."""
+        self._out.append(body)
+
     def deliver(self, requests: list[Request]) -> None:
         if not self.closed:
             self._out += [request.reply_body() for request in requests]
 
     def flush(self) -> None:
         if self._out:
-            out = self._out[:]
-            self._out.clear()
+            out, self._out = self._out, []
             if not self.closed and self.transport is not None:
                 self.transport.write(proto.frames_packed(out, self.service.config.max_frame))
 
