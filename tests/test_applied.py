@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,55 @@ def test_the_first_funnelled_write_makes_it_and_the_next_writer_answers_from_it(
         again = _write(raw, 3, "create_post", {"title": "once"}, seq=2)
     assert again["result"] == original["result"]
     assert count(database, "posts") == 1
+
+
+EARLIER_SCHEMA = """
+CREATE TABLE _onewriter_applied (
+    client BLOB NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    results BLOB NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (client, first_seq)
+) WITHOUT ROWID
+"""
+
+
+def table_sql(database: str) -> str:
+    conn = sqlite3.connect(database, timeout=10)
+    try:
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (TABLE,)).fetchone()
+        return str(row[0])
+    finally:
+        conn.close()
+
+
+def test_an_earlier_versions_table_is_rebuilt_and_its_records_still_answer(
+    tmp_path: Path, children: Children
+) -> None:
+    """A database whose exactly-once table an earlier version made (``WITHOUT ROWID``)
+    and that holds the record of a committed write: the next writer rebuilds it as a
+    rowid table, and a retry of that write gets the recorded answer without running."""
+    database = str(tmp_path / "earlier.db")
+    children.writer(database).stop()  # the application's schema
+    client = os.urandom(16)
+    recorded = proto.pack({"id": 41, "title": "from before"})
+    conn = sqlite3.connect(database)
+    conn.execute(EARLIER_SCHEMA)
+    conn.execute(
+        "INSERT INTO _onewriter_applied VALUES (?, 7, 9, ?, ?)",
+        (client, proto.pack({7: recorded, 9: recorded}), time.time()),
+    )
+    conn.commit()
+    conn.close()
+    assert "WITHOUT ROWID" in table_sql(database).upper()
+
+    writer = children.writer(database)
+    assert "WITHOUT ROWID" not in table_sql(database).upper()
+    with RawClient(writer.socket_path, hello=False) as raw:
+        _hello(raw, client)
+        again = _write(raw, 1, "create_post", {"title": "must not run"}, seq=9)
+        fresh = _write(raw, 2, "create_post", {"title": "runs"}, seq=10)
+    assert again["result"] == {"id": 41, "title": "from before"}
+    assert fresh["ok"] is True
+    assert count(database, "posts") == 1  # only the fresh write ran

@@ -236,8 +236,13 @@ class Engine:
     # -- setup ---------------------------------------------------------------------
 
     def prepare(self, migrations: Sequence[Migration]) -> int:
-        """Apply pending migrations (under the turn); returns the schema version."""
-        return migrate(self.conn, migrations, self.turn, self.config.request_timeout)
+        """Apply pending migrations (under the turn), and bring an earlier version's
+        exactly-once table up to date; returns the schema version."""
+        version = migrate(self.conn, migrations, self.turn, self.config.request_timeout)
+        if self.applied.outdated():
+            with self.turn.holding(self.config.request_timeout):
+                self.applied.upgrade()
+        return version
 
     # -- the authorizer keeps ops from ending the writer's transaction ------------------
 
