@@ -340,20 +340,23 @@ class AsyncChannel(_Line):
 
     # -- Receiver (the link reports here) -----------------------------------------------
 
-    def on_message(self, message: Any) -> None:
-        if type(message) is not dict:
-            return
-        error = message.get("error")
-        if error is None:
+    def on_messages(self, messages: list[Any]) -> None:
+        """Replies, as decoded from one frame or list element. Written out, as ``call``:
+        every funnelled write's answer passes here."""
+        pending = self.pending
+        for message in messages:
+            if type(message) is not dict:
+                continue
+            error = message.get("error")
             rid: Any = message.get("id")
-            entry = self.pending.pop(rid, None)
-            if entry is not None and not entry.future.done():
-                entry.future.set_result(message.get("result"))
-            return
-        exc = error_from_wire(error)
-        if isinstance(exc, ShuttingDown):
-            return  # re-sent to the next writer once this link is lost
-        self._resolve(message.get("id"), None, exc)
+            if error is None:
+                entry = pending.pop(rid, None)
+                if entry is not None and not entry.future.done():
+                    entry.future.set_result(message.get("result"))
+                continue
+            exc = error_from_wire(error)
+            if not isinstance(exc, ShuttingDown):  # else re-sent once this link is lost
+                self._resolve(rid, None, exc)
 
     def on_sent(self, rids: list[int]) -> None:
         pending = self.pending

@@ -30,7 +30,8 @@ class SyncLink(Protocol):
 class Receiver(Protocol):
     """What an asyncio link reports to its channel (on the channel's loop)."""
 
-    def on_message(self, message: Any) -> None: ...
+    def on_messages(self, messages: list[Any]) -> None:
+        """Replies, decoded, in the order they came."""
 
     def on_sent(self, rids: list[int]) -> None:
         """These requests have left (fire-and-forget requests are done then)."""

@@ -23,6 +23,11 @@ from .base import Receiver
 _SHUTTING_DOWN = ShuttingDown.code
 
 
+def _draining(message: Any) -> bool:
+    error = message.get("error") if type(message) is dict else None
+    return type(error) is dict and error.get("code") == _SHUTTING_DOWN
+
+
 class _WriterSide:
     """The intake's peer: what the writer thread calls with outcomes."""
 
@@ -112,17 +117,12 @@ class InProcessAsyncLink(_WriterSide):
                 self.loop.call_soon_threadsafe(self._replied, bodies)
 
     def _replied(self, bodies: list[bytes]) -> None:
-        draining = False
-        receiver = self.receiver
-        for message in proto.messages(proto.unpack(proto.list_body(bodies))):
-            error = message.get("error") if isinstance(message, dict) else None
-            if isinstance(error, dict) and error.get("code") == _SHUTTING_DOWN:
-                draining = True  # re-sent to the next writer, as a closed socket would be
-                continue
-            receiver.on_message(message)
-        if draining and not self.closed:
+        messages = proto.messages(proto.unpack(proto.list_body(bodies)))
+        self.receiver.on_messages(messages)
+        if not self.closed and any(_draining(message) for message in messages):
+            # re-sent to the next writer, as when a socket closes
             self.closed = True
-            receiver.on_lost(self)
+            self.receiver.on_lost(self)
 
     def send(self, items: list[tuple[int, bytes]]) -> None:
         if self.closed:

@@ -158,8 +158,7 @@ class RedisAsyncLink:
                     messages = proto.messages(proto.unpack(body))
                 except BadRequest:
                     continue
-                for message in messages:
-                    receiver.on_message(message)
+                receiver.on_messages(messages)
 
     async def _take_replies(self) -> list[bytes]:
         """The replies waiting (up to a second for the first): one BLMPOP on Redis 7,

@@ -130,23 +130,17 @@ class StreamLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             for body in self.reader.feed(data):
-                for message in proto.messages(proto.unpack(body)):
-                    if not self.hello.done():
-                        self.hello.set_result(message)
-                    else:
-                        self._on_message(message)
+                messages = proto.messages(proto.unpack(body))
+                if not self.hello.done():
+                    self.hello.set_result(messages[0])
+                    messages = messages[1:]
+                self.receiver.on_messages(messages)
         except OneWriterError as exc:
             if not self.hello.done():
                 self.hello.set_exception(exc)
             else:
                 self.receiver.on_unreadable(self, exc)
             self.close()
-
-    def _on_message(self, message: Any) -> None:
-        if type(message) is dict and message.get("id") is None and "error" in message:
-            self.close()  # the writer refused the connection itself
-            return
-        self.receiver.on_message(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.hello.done():
