@@ -251,6 +251,48 @@ def test_a_writer_killed_between_pop_and_commit_loses_nothing_and_applies_each_o
     assert second.proc.returncode == 0, second.describe()
 
 
+def test_a_writer_killed_holding_a_running_and_a_taken_batch_applies_each_once(
+    redis_server: RedisServer,
+    queue: str,
+    db_path: str,
+    children: Children,
+    raw: Any,
+    tmp_path: Path,
+) -> None:
+    """The writer takes its next batch while it runs one. Killed inside the running
+    batch's transaction, it leaves both in the processing list, in order: the next writer
+    runs each request once and answers all of them."""
+    first = serve(children, db_path, redis_server.url, queue, "--max-batch", "1")
+    mine = RawProducer(raw, queue)
+    marker = tmp_path / "slow-started"
+    raw.rpush(
+        queue,
+        mine.request(1, "slow", seconds=2.0, marker=str(marker)),
+        *(mine.request(seq, "insert_number", worker=7, n=seq) for seq in range(2, 6)),
+    )
+    wait_until(marker.exists, 20, "the slow op to start")
+    # one element runs, the next is taken meanwhile (batches of one element here)
+    wait_until(lambda: raw.llen(f"{queue}:processing") == 2, 10, "the next batch to be taken")
+    first.kill9()
+    processing = [proto.unpack(e)["seq"] for e in raw.lrange(f"{queue}:processing", 0, -1)]
+    assert processing == [1, 2]
+
+    serve(children, db_path, redis_server.url, queue)
+    replies = mine.replies(5)
+    assert all(reply.get("ok") for reply in replies.values()), replies
+    assert count(db_path, "posts") == 1  # the slow op's row
+    assert sorted(n for (n,) in _numbers(db_path, worker=7)) == [2, 3, 4, 5]
+    wait_until(lambda: raw.llen(f"{queue}:processing") == 0, 10, "an empty processing list")
+
+
+def _numbers(db_path: str, worker: int) -> list[tuple[int]]:
+    conn = sqlite3.connect(db_path)
+    try:
+        return conn.execute("SELECT n FROM numbers WHERE worker = ?", (worker,)).fetchall()
+    finally:
+        conn.close()
+
+
 def test_a_request_committed_but_not_removed_is_not_applied_twice(
     redis_server: RedisServer, queue: str, db_path: str, children: Children, raw: Any
 ) -> None:

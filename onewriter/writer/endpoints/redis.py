@@ -8,6 +8,9 @@ batches, commits each batch as one group and answers on a reply key per producer
                ... run the batch, COMMIT ...
                MULTI  RPUSH <queue>:reply:<client> <replies>  a list per producer, EXPIRE
                       LTRIM <queue>:processing k -1  EXEC
+
+The writer takes the next batch while it runs one, and pushes a batch's replies while it
+runs the next, so that Redis round trips overlap the writer's work.
     producer:  BLPOP <queue>:reply:<client>
 
 A request is never lost when the writer dies between taking and answering it: it stays
@@ -76,7 +79,6 @@ class _Ran(NamedTuple):
 
     settled: int  # elements removed from the processing list
     complete: bool  # all of them: nothing is left to re-drive
-    taken: list[bytes]  # the next batch, taken in the same MULTI
 
 
 class _WriterGone(Exception):
@@ -313,17 +315,30 @@ class RedisConsumer:
                 client.close()
 
     def _serve(self, client: redis.Redis) -> None:
+        """Keep the writer busy: the next batch is taken while the writer runs one, and
+        its replies are pushed while it runs the next (each Redis round trip overlaps a
+        batch instead of coming between two)."""
         self._redrive(client)
-        elements: list[bytes] = []
+        running: _Batch | None = None
         while not self._stop.is_set():
-            if not elements:
+            if running is None:
                 elements = self._wait_for_requests(client)
                 if not elements:
                     continue
-            ran = self._run(client, elements, redriven=False)
-            elements = ran.taken
-            if not ran.complete:  # some were refused: they come first
+                running = self._submit(elements, redriven=False)
+            following = [] if self._stop.is_set() else self._pop(client, self.batch_size)
+            self._wait(running)
+            complete = running.settled_prefix() == len(running.elements)
+            # Only after a complete batch: else the following ones are re-driven with
+            # what it left, in the order of the processing list.
+            after = self._submit(following, redriven=False) if following and complete else None
+            self._finish(client, running)
+            running = after
+            if not complete:
                 self._redrive(client)
+        if running is not None:  # stopped with a batch handed over: it is answered
+            self._wait(running)
+            self._finish(client, running)
 
     def _pop(self, client: redis.Redis | redis.client.Pipeline, count: int) -> Any:
         return client.eval(POP_SCRIPT, 2, self.queue, self.processing, count)
@@ -351,21 +366,31 @@ class RedisConsumer:
                 self._stop.wait(REFUSED_PAUSE)
 
     def _run(self, client: redis.Redis, elements: list[bytes], *, redriven: bool) -> _Ran:
-        """Hand ``elements`` to the writer, wait for their outcomes, then in one MULTI push
-        the replies, remove the settled from the processing list and, when all settled,
-        take the next batch."""
-        loop = self.service.loop
+        """Hand ``elements`` to the writer, wait for their outcomes and answer them."""
+        batch = self._submit(elements, redriven=redriven)
+        self._wait(batch)
+        return self._finish(client, batch)
+
+    def _submit(self, elements: list[bytes], *, redriven: bool) -> _Batch:
+        """Hand ``elements`` to the writer (its thread decodes and queues them)."""
         batch = _Batch(self, elements, redriven)
+        loop = self.service.loop
         try:
             assert loop is not None
             loop.call_soon_threadsafe(batch.submit)
         except RuntimeError:
             raise _WriterGone from None
+        return batch
+
+    def _wait(self, batch: _Batch) -> None:
         while not batch.done.wait(0.05):
             if self._closing.is_set() or self.service.wait_stopped(0):
                 raise _WriterGone
+
+    def _finish(self, client: redis.Redis, batch: _Batch) -> _Ran:
+        """In one MULTI, push ``batch``'s replies and remove its settled elements from
+        the head of the processing list."""
         settled = batch.settled_prefix()
-        take_next = settled == len(elements) and not redriven and not self._stop.is_set()
         pipe = client.pipeline(transaction=True)
         for key, bodies in batch.replies.items():
             # a few elements per producer and batch, not one per reply
@@ -373,19 +398,17 @@ class RedisConsumer:
             pipe.expire(key, REPLY_TTL)
         if settled:
             pipe.ltrim(self.processing, settled, -1)
-        if take_next:
-            self._pop(pipe, self.batch_size)
-        results = pipe.execute()
+        pipe.execute()
         acks = batch.acks(settled)
-        if acks:
+        loop = self.service.loop
+        if acks and loop is not None:
             # When the writer has stopped, its successor forgets them by age instead.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._note_acks, acks)
         self.batches += 1
-        self.requests += len(elements)
+        self.requests += len(batch.elements)
         self.dropped += batch.dropped
-        taken = cast(list[bytes], results[-1]) if take_next else []
-        return _Ran(settled, settled == len(elements), taken)
+        return _Ran(settled, settled == len(batch.elements))
 
     def _note_acks(self, acks: dict[bytes, int]) -> None:
         engine = self.service.engine
