@@ -7,7 +7,6 @@ from ..extras import missing_extra
 
 try:
     import redis
-    import redis.asyncio
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 except ImportError as exc:
@@ -22,16 +21,6 @@ def sync_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         retry=Retry(NoBackoff(), 0),
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-    )
-
-
-def async_client(url: str) -> redis.asyncio.Redis:
-    """The asyncio twin of :func:`sync_client`."""
-    return redis.asyncio.Redis.from_url(
-        url,
-        retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
     )

@@ -17,7 +17,6 @@ from ...extras import missing_extra
 
 try:
     import redis
-    import redis.asyncio
 except ImportError as exc:
     raise missing_extra("redis", "the Redis transport", exc) from None
 
@@ -26,12 +25,15 @@ from ...config import Config
 from ...errors import BadRequest, WriterUnavailable
 from ...wire import frames as proto
 from ...wire.addresses import redacted, reply_key
-from ...wire.redis import async_client, sync_client
+from ...wire.redis import SOCKET_TIMEOUT, sync_client
+from ...wire.resp import RespClient
 from .base import AsyncLink, Receiver, SyncLink
 
 log = logging.getLogger("onewriter.redis")
 
 MAX_REPLIES_PER_READ = 1000
+#: Seconds a blocking read of replies may take: it blocks up to one second in Redis.
+_READ = 1.0 + SOCKET_TIMEOUT
 
 
 def _queue_failed(count: int, exc: Exception) -> WriterUnavailable:
@@ -66,7 +68,7 @@ class RedisTransport:
     async def open_async(self, client: bytes, receiver: Receiver) -> AsyncLink | None:
         link = RedisAsyncLink(self, client, receiver)
         try:
-            await link.redis.ping()
+            await link.pushes.call("PING")
         except redis.RedisError as exc:
             await link.aclose()
             raise self._down(exc) from None
@@ -109,14 +111,16 @@ class RedisSyncLink:
 
 class RedisAsyncLink:
     """Requests made while a push is on its way go out together in the next RPUSH; one
-    reader takes the replies while any are awaited."""
+    reader takes the replies while any are awaited. Pushes and reads each have a lean
+    connection of their own (``wire/resp.py``): a blocking read holds its connection."""
 
     def __init__(self, transport: RedisTransport, client: bytes, receiver: Receiver) -> None:
         self.queue = transport.queue
         self.max_element = transport.max_element
         self.key = reply_key(transport.queue, client)
         self.receiver = receiver
-        self.redis = async_client(transport.url)
+        self.pushes = RespClient(transport.url)
+        self.reads = RespClient(transport.url)
         self.loop = asyncio.get_running_loop()
         self._outbox: list[tuple[int, bytes]] = []
         self._pusher: asyncio.Task[None] | None = None
@@ -136,7 +140,7 @@ class RedisAsyncLink:
             try:
                 # One element per flush (a list of requests), not one per request.
                 elements = proto.grouped([body for _, body in out], self.max_element)
-                await self.redis.rpush(self.queue, *elements)
+                await self.pushes.call("RPUSH", self.queue, *elements)
             except redis.RedisError as exc:
                 self.receiver.on_failed(rids, _queue_failed(len(out), exc))
                 continue
@@ -163,18 +167,19 @@ class RedisAsyncLink:
     async def _take_replies(self) -> list[bytes]:
         """The replies waiting (up to a second for the first): one BLMPOP on Redis 7,
         BLPOP and LPOP before it."""
+        reads = self.reads
         if self._blmpop:
             try:
-                got = await self.redis.blmpop(
-                    1, 1, self.key, direction="LEFT", count=MAX_REPLIES_PER_READ
+                got = await reads.call(
+                    "BLMPOP", 1, 1, self.key, "LEFT", "COUNT", MAX_REPLIES_PER_READ, timeout=_READ
                 )
                 return [] if got is None else cast(list[bytes], got[1])
             except redis.ResponseError:
                 self._blmpop = False  # an older Redis
-        first = await self.redis.blpop([self.key], timeout=1)
+        first = await reads.call("BLPOP", self.key, 1, timeout=_READ)
         if first is None:
             return []
-        more = await self.redis.lpop(self.key, MAX_REPLIES_PER_READ)
+        more = await reads.call("LPOP", self.key, MAX_REPLIES_PER_READ)
         return [cast(bytes, first[1]), *cast(list[bytes], more or [])]
 
     def close(self) -> None:
@@ -188,4 +193,5 @@ class RedisAsyncLink:
         self.close()
         tasks = [t for t in (self._pusher, self._listener) if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.redis.aclose()
+        self.pushes.close()
+        self.reads.close()

@@ -1,0 +1,166 @@
+"""The producers' lean Redis connection (``onewriter/wire/resp.py``) against a real
+redis-server of this module's own: replies of each type, error replies, a password and a
+database from the URL, a connection killed by the server, a reply that never comes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis_server import RedisServer, free_port, needs_redis
+from redis_server import redis_server as redis_server  # the fixture, for pytest
+
+pytestmark = needs_redis
+
+PASSWORD = "resp-test-password"
+
+
+@pytest.fixture
+def key() -> str:
+    return f"resp-{os.urandom(4).hex()}"
+
+
+@pytest.fixture
+def plain(redis_server: RedisServer) -> Iterator[Any]:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def call(url: str, *commands: tuple[Any, ...]) -> list[Any]:
+    """Run ``commands`` on one RespClient in a fresh loop; each outcome or exception."""
+    from onewriter.wire.resp import RespClient
+
+    async def main() -> list[Any]:
+        client = RespClient(url)
+        out: list[Any] = []
+        try:
+            for command in commands:
+                try:
+                    out.append(await client.call(*command))
+                except Exception as exc:
+                    out.append(exc)
+        finally:
+            client.close()
+        return out
+
+    return asyncio.run(main())
+
+
+def test_replies_of_each_type_and_an_error_reply(redis_server: RedisServer, key: str) -> None:
+    import redis
+
+    pong, pushed, items, popped, nothing, counted, wrong_type = call(
+        redis_server.url,
+        ("PING",),
+        ("RPUSH", key, b"\x00\xffbinary", "text", 42),
+        ("LRANGE", key, 0, -1),
+        ("BLMPOP", 1, 1, key, "LEFT", "COUNT", 10),
+        ("BLMPOP", 0.1, 1, key, "LEFT", "COUNT", 10),  # empty: nil after the block
+        ("INCR", key + "-counter"),  # a string key
+        ("LPUSH", key + "-counter", "x"),  # not a list: an error reply
+    )
+    assert pong == b"PONG"
+    assert pushed == 3
+    assert items == [b"\x00\xffbinary", b"text", b"42"]
+    assert popped == [key.encode(), [b"\x00\xffbinary", b"text", b"42"]]
+    assert nothing is None
+    assert counted == 1
+    assert isinstance(wrong_type, redis.ResponseError) and "WRONGTYPE" in str(wrong_type)
+
+
+def test_the_connection_goes_on_after_an_error_reply(redis_server: RedisServer, key: str) -> None:
+    import redis
+
+    refused, pushed = call(redis_server.url, ("NO-SUCH-COMMAND",), ("RPUSH", key, "a"))
+    assert isinstance(refused, redis.ResponseError)
+    assert pushed == 1
+
+
+def test_password_and_database_come_from_the_url(tmp_path: Any, key: str) -> None:
+    import redis
+
+    server = RedisServer(str(tmp_path))
+    try:
+        admin = redis.Redis(port=server.port)
+        admin.config_set("requirepass", PASSWORD)
+        admin.close()
+        base = f"redis://:{PASSWORD}@127.0.0.1:{server.port}"
+        (pushed,) = call(f"{base}/3", ("RPUSH", key, "in three"))
+        assert pushed == 1
+        check = redis.Redis(port=server.port, password=PASSWORD, db=3)
+        assert check.lrange(key, 0, -1) == [b"in three"]
+        assert redis.Redis(port=server.port, password=PASSWORD, db=0).exists(key) == 0
+        check.close()
+        (refused,) = call(f"redis://:wrong@127.0.0.1:{server.port}/0", ("PING",))
+        assert isinstance(refused, redis.ResponseError)
+        (anonymous,) = call(f"redis://127.0.0.1:{server.port}/0", ("RPUSH", key, "x"))
+        assert isinstance(anonymous, redis.ResponseError) and "NOAUTH" in str(anonymous)
+    finally:
+        server.stop()
+
+
+def test_a_killed_connection_fails_its_command_and_the_next_one_reconnects(
+    redis_server: RedisServer, plain: Any, key: str
+) -> None:
+    import redis
+
+    from onewriter.wire.resp import RespClient
+
+    async def main() -> list[Any]:
+        client = RespClient(redis_server.url)
+        await client.call("CLIENT", "SETNAME", "resp-victim")
+        waiting = asyncio.ensure_future(client.call("BLPOP", key, 5))
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(plain.client_kill_filter, _type="normal", skipme=True)
+        out: list[Any] = []
+        try:
+            await waiting
+        except Exception as exc:
+            out.append(exc)
+        out.append(await client.call("RPUSH", key, "after"))
+        client.close()
+        return out
+
+    lost, pushed = asyncio.run(main())
+    assert isinstance(lost, redis.ConnectionError)
+    assert pushed == 1
+
+
+def test_a_reply_that_does_not_come_in_time_is_a_timeout_and_nothing_is_resent(
+    redis_server: RedisServer, plain: Any, key: str
+) -> None:
+    import redis
+
+    from onewriter.wire.resp import RespClient
+
+    async def main() -> list[Any]:
+        client = RespClient(redis_server.url)
+        out: list[Any] = []
+        try:
+            await client.call("BLPOP", key, 0, timeout=0.3)
+        except Exception as exc:
+            out.append(exc)
+        out.append(await client.call("RPUSH", key + "-next", "n"))
+        client.close()
+        return out
+
+    late, pushed = asyncio.run(main())
+    assert isinstance(late, redis.TimeoutError)
+    assert pushed == 1
+    plain.rpush(key, "late")  # the abandoned BLPOP's connection is closed: nobody takes it
+    assert plain.lrange(key, 0, -1) == [b"late"]
+
+
+def test_nobody_listening_is_a_connection_error() -> None:
+    import redis
+
+    (refused,) = call(f"redis://127.0.0.1:{free_port()}/0", ("PING",))
+    assert isinstance(refused, redis.ConnectionError)
