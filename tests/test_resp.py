@@ -164,3 +164,42 @@ def test_nobody_listening_is_a_connection_error() -> None:
 
     (refused,) = call(f"redis://127.0.0.1:{free_port()}/0", ("PING",))
     assert isinstance(refused, redis.ConnectionError)
+
+
+def test_the_blocking_connection_runs_commands_and_transactions(
+    redis_server: RedisServer, plain: Any, key: str
+) -> None:
+    """The writer's consumer side: replies in order, a MULTI's replies, an error reply
+    inside a MULTI raised, and a connection the server killed is a connection error."""
+    import redis
+
+    from onewriter.wire.resp import RespSocket
+
+    client = RespSocket(redis_server.url)
+    client.connect()
+    try:
+        assert client.call("RPUSH", key, "a", "b") == 2
+        assert client.pipeline([("LLEN", key), ("LRANGE", key, 0, -1)]) == [2, [b"a", b"b"]]
+        assert client.transaction([("RPUSH", key, "c"), ("LTRIM", key, 1, -1)]) == [3, b"OK"]
+        assert plain.lrange(key, 0, -1) == [b"b", b"c"]
+        plain.set(key + "-string", "x")
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            client.transaction([("RPUSH", key + "-string", "y")])
+        assert client.call("LLEN", key) == 2  # the connection goes on
+        client.call("CLIENT", "SETNAME", "resp-blocking")
+        plain.client_kill_filter(_type="normal", skipme=True)
+        with pytest.raises(redis.ConnectionError):
+            client.call("PING")
+        with pytest.raises(redis.ConnectionError):
+            client.call("PING")  # closed: the consumer opens a new one
+    finally:
+        client.close()
+    again = RespSocket(f"redis://127.0.0.1:{redis_server.port}/5")
+    again.connect()
+    try:
+        assert again.call("RPUSH", key, "in five") == 1
+    finally:
+        again.close()
+    check = redis.Redis(port=redis_server.port, db=5)
+    assert check.lrange(key, 0, -1) == [b"in five"]
+    check.close()

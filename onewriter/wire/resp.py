@@ -1,11 +1,12 @@
-"""A lean Redis connection for a producer's hot path: its pushes and its reply reads.
+"""Lean Redis connections for the hot paths: a producer's pushes and reply reads
+(asyncio), and the writer's consumer (blocking, on its own thread).
 
 redis-py's asyncio client costs about 200 us of CPU per command on a small machine (a
 pool, a retry wrapper and response callbacks around each one); a producer sends one
 command per flush and one per read of its replies, so that cost was most of a Redis
-write's. This speaks RESP itself on an asyncio protocol, with hiredis (part of the
-``redis`` extra) to parse replies, and costs about a quarter of that. It knows only what
-a producer needs: connect (TCP or TLS), AUTH, SELECT, then commands answered in order.
+write's. This speaks RESP itself, with hiredis (part of the ``redis`` extra) to parse
+replies, and costs about a quarter of that. It knows only what both sides need: connect
+(TCP or TLS), AUTH, SELECT, then commands answered in order (the consumer's in MULTI).
 Errors are redis-py's (``redis.ConnectionError``, ``redis.TimeoutError``,
 ``redis.ResponseError``), so callers handle both clients alike. It never re-sends a
 command, as the other clients here (``wire/redis.py``).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import ssl
 from typing import Any
 
@@ -53,6 +55,29 @@ def tls_context(options: dict[str, Any]) -> ssl.SSLContext:
     if options.get("ssl_certfile"):
         context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
     return context
+
+
+class _Options:
+    """Where a Redis URL points, and what to say first."""
+
+    def __init__(self, url: str) -> None:
+        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+        self.host: str = options.get("host", "localhost")
+        self.port: int = options.get("port", 6379)
+        tls = options.get("connection_class") is not None  # rediss://
+        self.tls = tls_context(options) if tls else None
+        self.handshake: list[tuple[Any, ...]] = []
+        password = options.get("password")
+        if password is not None:
+            user = options.get("username")
+            self.handshake.append(("AUTH", user, password) if user else ("AUTH", password))
+        if options.get("db"):
+            self.handshake.append(("SELECT", options["db"]))
+
+    def refused(self, exc: BaseException) -> redis.ConnectionError:
+        return redis.ConnectionError(
+            f"could not connect to Redis at {self.host}:{self.port}: {exc}"
+        )
 
 
 class _Connection(asyncio.Protocol):
@@ -104,7 +129,7 @@ class RespClient:
     again after it was lost (the command that found it lost fails, and is not re-sent)."""
 
     def __init__(self, url: str) -> None:
-        self.options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+        self.options = _Options(url)
         self._connection: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
 
@@ -133,38 +158,103 @@ class RespClient:
 
     async def _open(self) -> _Connection:
         options = self.options
-        host, port = options.get("host", "localhost"), options.get("port", 6379)
-        tls = tls_context(options) if options.get("connection_class") is not None else None
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 _, connection = await loop.create_connection(
-                    _Connection, host, port, ssl=tls, server_hostname=host if tls else None
+                    _Connection,
+                    options.host,
+                    options.port,
+                    ssl=options.tls,
+                    server_hostname=options.host if options.tls else None,
                 )
         except (OSError, TimeoutError) as exc:
-            what = f"could not connect to Redis at {host}:{port}: {exc}"
-            raise redis.ConnectionError(what) from None
+            raise options.refused(exc) from None
         try:
-            password = options.get("password")
-            if password is not None:
-                user = options.get("username")
-                credentials = (user, password) if user else (password,)
-                await self._handshake(connection, "AUTH", *credentials)
-            if options.get("db"):
-                await self._handshake(connection, "SELECT", options["db"])
+            for command in options.handshake:
+                async with asyncio.timeout(SOCKET_TIMEOUT):
+                    await connection.send(command)
+        except TimeoutError:
+            connection.close()
+            raise redis.TimeoutError("Redis did not answer the handshake") from None
         except BaseException:
             connection.close()
             raise
         return connection
 
-    async def _handshake(self, connection: _Connection, *args: Any) -> None:
-        try:
-            async with asyncio.timeout(SOCKET_TIMEOUT):
-                await connection.send(args)
-        except TimeoutError:
-            raise redis.TimeoutError(f"Redis did not answer {args[0]}") from None
-
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+class RespSocket:
+    """A blocking connection for the writer's consumer thread. Every call sends its
+    commands at once and reads all their replies; a connection that failed is closed,
+    and the consumer opens a new one (nothing is re-sent)."""
+
+    def __init__(self, url: str) -> None:
+        self.options = _Options(url)
+        self.parser = hiredis.Reader()
+        self.sock: socket.socket | None = None
+
+    def connect(self) -> None:
+        options = self.options
+        try:
+            sock = socket.create_connection((options.host, options.port), CONNECT_TIMEOUT)
+            if options.tls is not None:
+                sock = options.tls.wrap_socket(sock, server_hostname=options.host)
+        except OSError as exc:
+            raise options.refused(exc) from None
+        sock.settimeout(SOCKET_TIMEOUT)
+        self.sock = sock
+        if options.handshake:
+            self.pipeline(options.handshake)
+
+    def call(self, *args: Any) -> Any:
+        return self.pipeline([args])[0]
+
+    def transaction(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` in one MULTI .. EXEC; their replies."""
+        replies = self.pipeline([("MULTI",), *commands, ("EXEC",)])
+        done = replies[-1]
+        if not isinstance(done, list):
+            raise redis.ResponseError(f"the transaction was not run: {done!r}")
+        for reply in done:
+            if isinstance(reply, hiredis.ReplyError):
+                raise redis.ResponseError(str(reply))
+        return done
+
+    def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` at once, read every reply; the first error reply raised."""
+        sock = self.sock
+        if sock is None:
+            raise redis.ConnectionError("the Redis connection is closed")
+        try:
+            sock.sendall(b"".join(encode(command) for command in commands))
+            replies = [self._reply(sock) for _ in commands]
+        except TimeoutError:
+            self.close()
+            raise redis.TimeoutError(f"Redis did not answer in {SOCKET_TIMEOUT:g} s") from None
+        except OSError as exc:
+            self.close()
+            raise redis.ConnectionError(f"the Redis connection failed: {exc}") from None
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise redis.ResponseError(str(reply))
+        return replies
+
+    def _reply(self, sock: socket.socket) -> Any:
+        parser = self.parser
+        while (reply := parser.gets()) is False:
+            data = sock.recv(262144)
+            if not data:
+                raise ConnectionResetError("Redis closed the connection")
+            parser.feed(data)
+        return reply
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        self.parser = hiredis.Reader()
+        if sock is not None:
+            sock.close()

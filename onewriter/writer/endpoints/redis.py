@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...extras import missing_extra
 
@@ -44,7 +44,7 @@ except ImportError as exc:
 from ...errors import BadRequest, QueueFull, ShuttingDown
 from ...wire import frames as proto
 from ...wire.addresses import processing_key, redacted, reply_key
-from ...wire.redis import sync_client
+from ...wire.resp import RespSocket
 from ..engine import Request
 from ..intake import Origin
 
@@ -300,8 +300,9 @@ class RedisConsumer:
     def _main(self) -> None:
         delay = 0.05
         while not self._stop.is_set():
-            client = sync_client(self.url)
+            client = RespSocket(self.url)
             try:
+                client.connect()
                 self._serve(client)
                 delay = 0.05
             except redis.RedisError as exc:
@@ -314,7 +315,7 @@ class RedisConsumer:
             finally:
                 client.close()
 
-    def _serve(self, client: redis.Redis) -> None:
+    def _serve(self, client: RespSocket) -> None:
         """Keep the writer busy: the next batch is taken while the writer runs one, and
         its replies are pushed while it runs the next (each Redis round trip overlaps a
         batch instead of coming between two)."""
@@ -340,32 +341,31 @@ class RedisConsumer:
             self._wait(running)
             self._finish(client, running)
 
-    def _pop(self, client: redis.Redis | redis.client.Pipeline, count: int) -> Any:
-        return client.eval(POP_SCRIPT, 2, self.queue, self.processing, count)
+    def _pop(self, client: RespSocket, count: int) -> list[bytes]:
+        taken: list[bytes] = client.call("EVAL", POP_SCRIPT, 2, self.queue, self.processing, count)
+        return taken
 
-    def _wait_for_requests(self, client: redis.Redis) -> list[bytes]:
+    def _wait_for_requests(self, client: RespSocket) -> list[bytes]:
         """Block until the list has requests (up to BLOCK_SECONDS); take a batch."""
-        first = client.execute_command(  # type: ignore[no-untyped-call]
-            "BLMOVE", self.queue, self.processing, "LEFT", "RIGHT", BLOCK_SECONDS
-        )
+        first = client.call("BLMOVE", self.queue, self.processing, "LEFT", "RIGHT", BLOCK_SECONDS)
         if first is None:
             return []
         if self.batch_size == 1:
             return [first]
-        return [first, *cast(list[bytes], self._pop(client, self.batch_size - 1))]
+        return [first, *self._pop(client, self.batch_size - 1)]
 
-    def _redrive(self, client: redis.Redis) -> None:
+    def _redrive(self, client: RespSocket) -> None:
         """Answer what was taken but not answered: on (re)connecting, and after a batch
         the writer partly refused. Each is a retry: it may have committed already."""
         while not self._stop.is_set():
-            elements = cast(list[bytes], client.lrange(self.processing, 0, self.batch_size - 1))
+            elements: list[bytes] = client.call("LRANGE", self.processing, 0, self.batch_size - 1)
             if not elements:
                 return
             self.redriven += len(elements)
             if self._run(client, elements, redriven=True).settled == 0:
                 self._stop.wait(REFUSED_PAUSE)
 
-    def _run(self, client: redis.Redis, elements: list[bytes], *, redriven: bool) -> _Ran:
+    def _run(self, client: RespSocket, elements: list[bytes], *, redriven: bool) -> _Ran:
         """Hand ``elements`` to the writer, wait for their outcomes and answer them."""
         batch = self._submit(elements, redriven=redriven)
         self._wait(batch)
@@ -387,18 +387,19 @@ class RedisConsumer:
             if self._closing.is_set() or self.service.wait_stopped(0):
                 raise _WriterGone
 
-    def _finish(self, client: redis.Redis, batch: _Batch) -> _Ran:
+    def _finish(self, client: RespSocket, batch: _Batch) -> _Ran:
         """In one MULTI, push ``batch``'s replies and remove its settled elements from
         the head of the processing list."""
         settled = batch.settled_prefix()
-        pipe = client.pipeline(transaction=True)
+        commands: list[tuple[Any, ...]] = []
         for key, bodies in batch.replies.items():
             # a few elements per producer and batch, not one per reply
-            pipe.rpush(key, *proto.grouped(bodies, self.max_element))
-            pipe.expire(key, REPLY_TTL)
+            commands.append(("RPUSH", key, *proto.grouped(bodies, self.max_element)))
+            commands.append(("EXPIRE", key, REPLY_TTL))
         if settled:
-            pipe.ltrim(self.processing, settled, -1)
-        pipe.execute()
+            commands.append(("LTRIM", self.processing, settled, -1))
+        if commands:
+            client.transaction(commands)
         acks = batch.acks(settled)
         loop = self.service.loop
         if acks and loop is not None:
