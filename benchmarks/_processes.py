@@ -38,34 +38,30 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.stdout.close()
 
 
-def start_redis(directory: str) -> tuple[subprocess.Popen[str], str] | None:
-    """A throwaway redis-server on a free loopback port, no persistence; None if missing."""
+def start_redis(directory: str, attempts: int = 3) -> tuple[subprocess.Popen[str], str] | None:
+    """A throwaway redis-server on a free loopback port, no persistence; None if missing.
+    Another port is tried when the chosen one was taken before the server bound it."""
     binary = shutil.which("redis-server")
     if binary is None:
         return None
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dir",
-            directory,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_line(proc, "Ready to accept connections")
-    except BaseException:
-        stop(proc)
-        raise
-    return proc, f"redis://127.0.0.1:{port}/0"
+    for attempt in range(attempts):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", directory, "--save", ""],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_line(proc, "Ready to accept connections")
+        except RuntimeError:
+            stop(proc)
+            if attempt == attempts - 1:
+                raise
+            continue
+        except BaseException:
+            stop(proc)
+            raise
+        return proc, f"redis://127.0.0.1:{port}/0"
+    return None
