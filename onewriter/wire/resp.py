@@ -1,5 +1,5 @@
 """Lean Redis connections for the hot paths: a producer's pushes and reply reads
-(asyncio), and the writer's consumer (blocking, on its own thread).
+(asyncio), a sync producer's, and the writer's consumer (blocking, on its own thread).
 
 redis-py's asyncio client costs about 200 us of CPU per command on a small machine (a
 pool, a retry wrapper and response callbacks around each one); a producer sends one
@@ -8,8 +8,8 @@ write's. This speaks RESP itself, with hiredis (part of the ``redis`` extra) to 
 replies, and costs about a quarter of that. It knows only what both sides need: connect
 (TCP or TLS), AUTH, SELECT, then commands answered in order (the consumer's in MULTI).
 Errors are redis-py's (``redis.ConnectionError``, ``redis.TimeoutError``,
-``redis.ResponseError``), so callers handle both clients alike. It never re-sends a
-command, as the other clients here (``wire/redis.py``).
+``redis.ResponseError``). It never re-sends a command by itself: a re-sent RPUSH could
+queue a request twice.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ try:
 except ImportError as exc:
     raise missing_extra("redis", "the Redis transport", exc) from None
 
-from .redis import CONNECT_TIMEOUT, SOCKET_TIMEOUT
+#: Seconds a command's reply may take (a blocking read adds its own block time).
+SOCKET_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 5.0
 
 _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
@@ -189,9 +191,9 @@ class RespClient:
 
 
 class RespSocket:
-    """A blocking connection for the writer's consumer thread. Every call sends its
-    commands at once and reads all their replies; a connection that failed is closed,
-    and the consumer opens a new one (nothing is re-sent)."""
+    """A blocking connection, for the writer's consumer thread and sync producers.
+    Every call sends its commands at once and reads all their replies. A connection
+    that failed is closed, and the next call opens a new one (nothing is re-sent)."""
 
     def __init__(self, url: str) -> None:
         self.options = _Options(url)
@@ -227,9 +229,10 @@ class RespSocket:
 
     def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` at once, read every reply; the first error reply raised."""
+        if self.sock is None:
+            self.connect()
         sock = self.sock
-        if sock is None:
-            raise redis.ConnectionError("the Redis connection is closed")
+        assert sock is not None
         try:
             sock.sendall(b"".join(encode(command) for command in commands))
             replies = [self._reply(sock) for _ in commands]

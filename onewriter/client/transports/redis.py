@@ -25,8 +25,7 @@ from ...config import Config
 from ...errors import BadRequest, WriterUnavailable
 from ...wire import frames as proto
 from ...wire.addresses import redacted, reply_key
-from ...wire.redis import SOCKET_TIMEOUT, sync_client
-from ...wire.resp import RespClient
+from ...wire.resp import SOCKET_TIMEOUT, RespClient, RespSocket
 from .base import AsyncLink, Receiver, SyncLink
 
 log = logging.getLogger("onewriter.redis")
@@ -59,7 +58,7 @@ class RedisTransport:
     def open_sync(self, client: bytes) -> SyncLink | None:
         link = RedisSyncLink(self, client)
         try:
-            link.redis.ping()
+            link.redis.call("PING")
         except redis.RedisError as exc:
             link.close()
             raise self._down(exc) from None
@@ -84,11 +83,11 @@ class RedisSyncLink:
     def __init__(self, transport: RedisTransport, client: bytes) -> None:
         self.queue = transport.queue
         self.key = reply_key(transport.queue, client)
-        self.redis = sync_client(transport.url)
+        self.redis = RespSocket(transport.url)
 
     def send(self, body: bytes) -> None:
         try:
-            self.redis.rpush(self.queue, body)
+            self.redis.call("RPUSH", self.queue, body)
         except redis.RedisError as exc:
             raise _queue_failed(1, exc) from None
 
@@ -98,12 +97,12 @@ class RedisSyncLink:
             if remaining <= 0:
                 raise TimeoutError
             try:
-                got = self.redis.blpop([self.key], timeout=min(remaining, 1.0))
+                got = self.redis.call("BLPOP", self.key, min(remaining, 1.0))
             except redis.RedisError:
                 time.sleep(min(0.05, max(0.0, remaining)))
                 continue
             if got is not None:
-                return proto.messages(proto.unpack(cast(tuple[bytes, bytes], got)[1]))
+                return proto.messages(proto.unpack(got[1]))
 
     def close(self) -> None:
         self.redis.close()
