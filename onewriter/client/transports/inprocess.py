@@ -21,6 +21,7 @@ from ...writer.service import WriterService
 from .base import Receiver
 
 _SHUTTING_DOWN = ShuttingDown.code
+_SHUTTING_DOWN_BYTES = _SHUTTING_DOWN.encode()
 
 
 def _draining(message: Any) -> bool:
@@ -117,9 +118,14 @@ class InProcessAsyncLink(_WriterSide):
                 self.loop.call_soon_threadsafe(self._replied, bodies)
 
     def _replied(self, bodies: list[bytes]) -> None:
-        messages = proto.messages(proto.unpack(proto.list_body(bodies)))
+        body = proto.list_body(bodies)
+        messages = proto.messages(proto.unpack(body))
         self.receiver.on_messages(messages)
-        if not self.closed and any(_draining(message) for message in messages):
+        if (
+            not self.closed
+            and _SHUTTING_DOWN_BYTES in body  # rare: only then look at each reply
+            and any(_draining(message) for message in messages)
+        ):
             # re-sent to the next writer, as when a socket closes
             self.closed = True
             self.receiver.on_lost(self)
