@@ -436,3 +436,18 @@ def test_a_request_arriving_while_the_writer_drains_gets_shutting_down(
     # The next write elects a writer again.
     assert db.write(create_post, title="next writer")["title"] == "next writer"
     assert db._core.local_writer is not service
+
+
+@given(
+    st.one_of(
+        st.integers(min_value=-(2**63), max_value=2**64 - 1),
+        st.sampled_from([0, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000, 2**32 - 1, 2**32]),
+        st.none(),
+        st.booleans(),
+        st.text(max_size=8),
+    )
+)
+def test_ids_and_counts_spliced_into_replies_encode_as_msgpack_would(value: Any) -> None:
+    """The writer splices request ids, row counts and rowids into replies without a
+    packer: each must be the bytes msgpack itself gives."""
+    assert proto.pack_id(value) == proto.pack(value)

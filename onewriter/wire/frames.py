@@ -52,22 +52,27 @@ def packer() -> Callable[[Any], bytes]:
     return msgpack.Packer(use_bin_type=True).pack
 
 
-_UINT = (struct.Struct(">B"), struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q"))
+_FIXINT = [bytes((n,)) for n in range(0x80)]
+_U8 = struct.Struct(">B").pack
+_U16 = struct.Struct(">H").pack
+_U32 = struct.Struct(">I").pack
+_U64 = struct.Struct(">Q").pack
 
 
 def pack_id(rid: Any) -> bytes:
-    """A request id, encoded as :func:`pack` would, without building a packer for it."""
+    """A request id (or a row count, a rowid), encoded as :func:`pack` would, without
+    building a packer for it."""
     if type(rid) is int and rid >= 0:
         if rid < 0x80:
-            return _UINT[0].pack(rid)
+            return _FIXINT[rid]
         if rid < 0x100:
-            return b"\xcc" + _UINT[0].pack(rid)
+            return b"\xcc" + _U8(rid)
         if rid < 0x10000:
-            return b"\xcd" + _UINT[1].pack(rid)
+            return b"\xcd" + _U16(rid)
         if rid < 0x100000000:
-            return b"\xce" + _UINT[2].pack(rid)
+            return b"\xce" + _U32(rid)
         if rid < 0x10000000000000000:
-            return b"\xcf" + _UINT[3].pack(rid)
+            return b"\xcf" + _U64(rid)
     return pack(rid)
 
 
