@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_server import REDIS_SERVER as REDIS_BINARY
 from redis_server import RedisServer, free_port, needs_redis
 from redis_server import redis_server as redis_server  # the fixture, for pytest
 
@@ -202,3 +208,86 @@ def test_the_blocking_connection_runs_commands_and_transactions(
     check = redis.Redis(port=redis_server.port, db=5)
     assert check.lrange(key, 0, -1) == [b"in five"]
     check.close()
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl's command line)."""
+    ca_key, ca, key, csr, cert = (
+        directory / name for name in ("ca.key", "ca.crt", "srv.key", "srv.csr", "srv.crt")
+    )
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName = IP:127.0.0.1\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", "/CN=onewriter test CA", "-keyout", str(ca_key), "-out", str(ca),
+    )  # fmt: skip
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", str(key), "-out", str(csr),
+    )  # fmt: skip
+    openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert),
+    )  # fmt: skip
+    return ca, cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl's command line")
+def test_rediss_urls_speak_tls_and_check_the_certificate(tmp_path: Path) -> None:
+    """A redis-server that speaks only TLS: both connections reach it with the CA from
+    the URL, refuse it against the system's CAs, and reach it when told not to check."""
+    import redis
+
+    from onewriter.wire.resp import RespClient, RespSocket
+
+    ca, cert, key = _tls_files(tmp_path)
+    port = free_port()
+    assert REDIS_BINARY is not None
+    server = subprocess.Popen(
+        [
+            *(REDIS_BINARY, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"),
+            *("--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+            *("--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"),
+            *("--dir", str(tmp_path), "--save", ""),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"rediss://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while True:  # until it listens
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the TLS redis-server did not start"
+                time.sleep(0.05)
+
+        async def ping(url: str) -> Any:
+            client = RespClient(url)
+            try:
+                return await client.call("PING")
+            except Exception as exc:
+                return exc
+            finally:
+                client.close()
+
+        assert asyncio.run(ping(f"{base}?ssl_ca_certs={ca}")) == b"PONG"
+        assert asyncio.run(ping(f"{base}?ssl_cert_reqs=none")) == b"PONG"
+        assert isinstance(asyncio.run(ping(base)), redis.ConnectionError)  # unknown CA
+
+        blocking = RespSocket(f"{base}?ssl_ca_certs={ca}")
+        try:
+            assert blocking.call("PING") == b"PONG"
+        finally:
+            blocking.close()
+        with pytest.raises(redis.ConnectionError):
+            RespSocket(base).call("PING")
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -204,10 +204,14 @@ class RespSocket:
         options = self.options
         try:
             sock = socket.create_connection((options.host, options.port), CONNECT_TIMEOUT)
-            if options.tls is not None:
-                sock = options.tls.wrap_socket(sock, server_hostname=options.host)
         except OSError as exc:
             raise options.refused(exc) from None
+        if options.tls is not None:
+            try:
+                sock = options.tls.wrap_socket(sock, server_hostname=options.host)
+            except OSError as exc:  # ssl.SSLError too: a certificate refused
+                sock.close()
+                raise options.refused(exc) from None
         sock.settimeout(SOCKET_TIMEOUT)
         self.sock = sock
         if options.handshake:
