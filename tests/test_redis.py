@@ -174,6 +174,48 @@ def test_pipelined_asyncio_producer_and_fire_and_forget(
     assert raw.llen(queue) == 0
 
 
+def test_connections_redis_drops_are_made_again_and_no_acknowledged_write_is_lost(
+    redis_server: RedisServer, queue: str, db_path: str, children: Children, raw: Any
+) -> None:
+    """Redis drops every client connection (the writer's consumer, the producer's push
+    and read connections) in the middle of pipelined writes: both sides connect again,
+    later writes go through, and every acknowledged write is stored exactly once."""
+    writer = serve(children, db_path, redis_server.url, queue)
+    acked: list[int] = []
+    errors: dict[str, int] = {}
+
+    async def produce() -> None:
+        async with onewriter.connect_async(redis_server.url, queue=queue, client_timeout=15) as adb:
+
+            async def one(n: int) -> None:
+                try:
+                    await adb.write(insert_number, worker=5, n=n)
+                    acked.append(n)
+                except onewriter.OneWriterError as exc:
+                    errors[exc.code] = errors.get(exc.code, 0) + 1
+
+            for start in range(0, 600, 20):
+                if start == 200:
+                    killed = await asyncio.to_thread(
+                        raw.client_kill_filter, _type="normal", skipme=True
+                    )
+                    assert killed >= 3  # the consumer, and the producer's two
+                await asyncio.gather(*(one(n) for n in range(start, start + 20)))
+
+    asyncio.run(produce())
+    assert set(range(560, 600)) <= set(acked), errors  # going again after the drop
+    assert set(errors) <= {"WRITER_UNAVAILABLE", "CLIENT_TIMEOUT"}, errors
+    conn = sqlite3.connect(db_path)
+    try:
+        stored = [n for (n,) in conn.execute("SELECT n FROM numbers WHERE worker = 5")]
+    finally:
+        conn.close()
+    assert len(stored) == len(set(stored))  # none twice
+    assert set(acked) <= set(stored)
+    writer.stop()
+    assert writer.proc.returncode == 0, writer.describe()
+
+
 def test_requests_wait_in_redis_until_a_writer_comes(
     redis_server: RedisServer, queue: str, open_db: Callable[..., onewriter.Database], raw: Any
 ) -> None:
