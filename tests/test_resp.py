@@ -54,7 +54,7 @@ def call(url: str, *commands: tuple[Any, ...]) -> list[Any]:
                 except Exception as exc:
                     out.append(exc)
         finally:
-            client.close()
+            await client.aclose()
         return out
 
     return asyncio.run(main())
@@ -103,8 +103,10 @@ def test_password_and_database_come_from_the_url(tmp_path: Any, key: str) -> Non
         assert pushed == 1
         check = redis.Redis(port=server.port, password=PASSWORD, db=3)
         assert check.lrange(key, 0, -1) == [b"in three"]
-        assert redis.Redis(port=server.port, password=PASSWORD, db=0).exists(key) == 0
         check.close()
+        other = redis.Redis(port=server.port, password=PASSWORD, db=0)
+        assert other.exists(key) == 0
+        other.close()
         (refused,) = call(f"redis://:wrong@127.0.0.1:{server.port}/0", ("PING",))
         assert isinstance(refused, redis.ResponseError)
         (anonymous,) = call(f"redis://127.0.0.1:{server.port}/0", ("RPUSH", key, "x"))
@@ -132,7 +134,7 @@ def test_a_killed_connection_fails_its_command_and_the_next_one_reconnects(
         except Exception as exc:
             out.append(exc)
         out.append(await client.call("RPUSH", key, "after"))
-        client.close()
+        await client.aclose()
         return out
 
     lost, pushed = asyncio.run(main())
@@ -155,7 +157,7 @@ def test_a_reply_that_does_not_come_in_time_is_a_timeout_and_nothing_is_resent(
         except Exception as exc:
             out.append(exc)
         out.append(await client.call("RPUSH", key + "-next", "n"))
-        client.close()
+        await client.aclose()
         return out
 
     late, pushed = asyncio.run(main())
@@ -275,7 +277,7 @@ def test_rediss_urls_speak_tls_and_check_the_certificate(tmp_path: Path) -> None
             except Exception as exc:
                 return exc
             finally:
-                client.close()
+                await client.aclose()
 
         assert asyncio.run(ping(f"{base}?ssl_ca_certs={ca}")) == b"PONG"
         assert asyncio.run(ping(f"{base}?ssl_cert_reqs=none")) == b"PONG"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import socket
 import ssl
 from typing import Any
@@ -32,6 +33,10 @@ except ImportError as exc:
 #: Seconds a command's reply may take (a blocking read adds its own block time).
 SOCKET_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
+#: How often an asyncio connection looks for commands past their deadline.
+_SWEEP_INTERVAL = 0.1
+#: Seconds an asyncio connection may take to close.
+_GOODBYE = 1.0
 
 _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
@@ -83,13 +88,20 @@ class _Options:
 
 
 class _Connection(asyncio.Protocol):
-    """One connection: commands are written at once and answered in order."""
+    """One connection: commands are written at once and answered in order. One timer
+    per connection, not one per command, fails what waits past its deadline."""
 
     def __init__(self) -> None:
         self.parser = hiredis.Reader()
-        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        #: per command sent and not answered: its future, deadline and name
+        self.waiting: collections.deque[tuple[asyncio.Future[Any], float, str]] = (
+            collections.deque()
+        )
         self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.sweeper: asyncio.TimerHandle | None = None
         self.lost = False
+        self.gone: asyncio.Future[None] = self.loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -98,7 +110,7 @@ class _Connection(asyncio.Protocol):
         parser = self.parser
         parser.feed(data)
         while (reply := parser.gets()) is not False:
-            future = self.waiting.popleft()
+            future = self.waiting.popleft()[0]
             if future.done():  # its caller gave up waiting
                 continue
             if isinstance(reply, hiredis.ReplyError):
@@ -107,21 +119,43 @@ class _Connection(asyncio.Protocol):
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        while self.waiting:
-            future = self.waiting.popleft()
-            if not future.done():
-                future.set_exception(redis.ConnectionError("the Redis connection was lost"))
+        self._fail_all(redis.ConnectionError("the Redis connection was lost"))
+        if not self.gone.done():
+            self.gone.set_result(None)
 
-    def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def send(self, args: tuple[Any, ...], timeout: float) -> asyncio.Future[Any]:
         assert self.transport is not None
-        future = asyncio.get_running_loop().create_future()
-        self.waiting.append(future)
+        loop = self.loop
+        future = loop.create_future()
+        self.waiting.append((future, loop.time() + timeout, str(args[0])))
         self.transport.write(encode(args))
+        if self.sweeper is None:
+            self.sweeper = loop.call_later(_SWEEP_INTERVAL, self._sweep)
         return future
+
+    def _sweep(self) -> None:
+        self.sweeper = None
+        if not self.waiting or self.lost:
+            return
+        now = self.loop.time()
+        late = next((name for _, deadline, name in self.waiting if deadline <= now), None)
+        if late is not None:  # a late reply would answer the next command: close
+            self._fail_all(redis.TimeoutError(f"Redis did not answer {late} in time"))
+            return
+        self.sweeper = self.loop.call_later(_SWEEP_INTERVAL, self._sweep)
+
+    def _fail_all(self, error: Exception) -> None:
+        self.close()
+        while self.waiting:
+            future = self.waiting.popleft()[0]
+            if not future.done():
+                future.set_exception(error)
 
     def close(self) -> None:
         self.lost = True
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None
         if self.transport is not None:
             self.transport.close()
 
@@ -140,13 +174,7 @@ class RespClient:
         connection = self._connection
         if connection is None or connection.lost:
             connection = await self._connect()
-        future = connection.send(args)
-        try:
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            connection.close()  # a late reply would answer the next command
-            raise redis.TimeoutError(f"Redis did not answer {args[0]} in {timeout:g} s") from None
+        return await connection.send(args, timeout)
 
     async def _connect(self) -> _Connection:
         if self._connecting is None:
@@ -174,11 +202,7 @@ class RespClient:
             raise options.refused(exc) from None
         try:
             for command in options.handshake:
-                async with asyncio.timeout(SOCKET_TIMEOUT):
-                    await connection.send(command)
-        except TimeoutError:
-            connection.close()
-            raise redis.TimeoutError("Redis did not answer the handshake") from None
+                await connection.send(command, SOCKET_TIMEOUT)
         except BaseException:
             connection.close()
             raise
@@ -188,6 +212,16 @@ class RespClient:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+    async def aclose(self) -> None:
+        """Close, and wait a moment for the connection to be gone (TLS says goodbye
+        first: a loop that ended before would leave its socket open)."""
+        connection = self._connection
+        self.close()
+        if connection is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_GOODBYE):
+                    await asyncio.shield(connection.gone)
 
 
 class RespSocket:

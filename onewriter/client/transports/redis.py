@@ -192,5 +192,5 @@ class RedisAsyncLink:
         self.close()
         tasks = [t for t in (self._pusher, self._listener) if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.pushes.close()
-        self.reads.close()
+        await self.pushes.aclose()
+        await self.reads.aclose()
