@@ -93,6 +93,8 @@ def test_the_connection_goes_on_after_an_error_reply(redis_server: RedisServer, 
 def test_password_and_database_come_from_the_url(tmp_path: Any, key: str) -> None:
     import redis
 
+    from onewriter.wire.resp import RespSocket
+
     server = RedisServer(str(tmp_path))
     try:
         admin = redis.Redis(port=server.port)
@@ -111,6 +113,11 @@ def test_password_and_database_come_from_the_url(tmp_path: Any, key: str) -> Non
         assert isinstance(refused, redis.ResponseError)
         (anonymous,) = call(f"redis://127.0.0.1:{server.port}/0", ("RPUSH", key, "x"))
         assert isinstance(anonymous, redis.ResponseError) and "NOAUTH" in str(anonymous)
+        blocking = RespSocket(f"redis://:wrong@127.0.0.1:{server.port}/0")
+        for _ in range(2):  # a refused handshake leaves no connection behind to reuse
+            with pytest.raises(redis.ResponseError, match=r"WRONGPASS|invalid"):
+                blocking.call("PING")
+        assert blocking.sock is None
     finally:
         server.stop()
 

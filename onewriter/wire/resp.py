@@ -5,8 +5,9 @@ redis-py's asyncio client costs about 200 us of CPU per command on a small machi
 pool, a retry wrapper and response callbacks around each one); a producer sends one
 command per flush and one per read of its replies, so that cost was most of a Redis
 write's. This speaks RESP itself, with hiredis (part of the ``redis`` extra) to parse
-replies, and costs about a quarter of that. It knows only what both sides need: connect
-(TCP or TLS), AUTH, SELECT, then commands answered in order (the consumer's in MULTI).
+replies, and costs well under half of that (docs/design.md has the figures). It knows
+only what both sides need: connect (TCP or TLS), AUTH, SELECT, then commands answered in
+order (the consumer's in MULTI).
 Errors are redis-py's (``redis.ConnectionError``, ``redis.TimeoutError``,
 ``redis.ResponseError``). It never re-sends a command by itself: a re-sent RPUSH could
 queue a request twice.
@@ -249,7 +250,11 @@ class RespSocket:
         sock.settimeout(SOCKET_TIMEOUT)
         self.sock = sock
         if options.handshake:
-            self.pipeline(options.handshake)
+            try:
+                self.pipeline(options.handshake)
+            except redis.ResponseError:
+                self.close()  # refused (a wrong password): never used unauthenticated
+                raise
 
     def call(self, *args: Any) -> Any:
         return self.pipeline([args])[0]
