@@ -327,6 +327,35 @@ def test_a_writer_killed_holding_a_running_and_a_taken_batch_applies_each_once(
     wait_until(lambda: raw.llen(f"{queue}:processing") == 0, 10, "an empty processing list")
 
 
+def test_batches_the_writer_cannot_take_whole_are_driven_again_in_order(
+    redis_server: RedisServer, queue: str, db_path: str, children: Children, raw: Any
+) -> None:
+    """Elements of three requests each against a queue of four: every batch is partly
+    refused (QUEUE_FULL), while the next batch has already been taken. The refused and
+    the taken are driven again from the processing list until each request has run
+    once and been answered."""
+    serve(children, db_path, redis_server.url, queue, "--max-pending", "4")
+    mine = RawProducer(raw, queue)
+    elements = [
+        proto.pack(
+            [
+                proto.unpack(mine.request(seq, "insert_number", worker=8, n=seq))
+                for seq in range(first, first + 3)
+            ]
+        )
+        for first in range(1, 31, 3)
+    ]
+    raw.rpush(queue, *elements)
+    replies = mine.replies(30, timeout=60)
+    assert all(reply.get("ok") for reply in replies.values()), replies
+    assert sorted(n for (n,) in _numbers(db_path, worker=8)) == list(range(1, 31))
+    wait_until(lambda: raw.llen(f"{queue}:processing") == 0, 10, "an empty processing list")
+    with onewriter.connect(db_path, role="client") as local:
+        stats = local.stats()
+    assert stats["errors"].get("QUEUE_FULL", 0) > 0  # the writer did refuse some
+    assert stats["remote"]["redis"]["redriven"] > 0
+
+
 def _numbers(db_path: str, worker: int) -> list[tuple[int]]:
     conn = sqlite3.connect(db_path)
     try:
