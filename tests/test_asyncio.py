@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,6 +100,46 @@ def test_async_writes_with_the_writer_in_this_process(db_path: str) -> None:
     assert is_writer is True
     assert n == 200
     assert deleted == 1
+
+
+def test_writes_from_the_writers_own_process_while_it_drains_go_to_the_next_writer(
+    db_path: str, tmp_path: Path
+) -> None:
+    """Asyncio writes reach the writer of their own process while it drains: it answers
+    SHUTTING_DOWN, the in-process link counts as lost, and the writes are sent again to
+    the writer elected next (here, in this process again), each applied once."""
+    marker = tmp_path / "slow-started"
+
+    async def main() -> tuple[Any, int, int, bool]:
+        async with onewriter.connect_async(
+            db_path,
+            ops=ops,
+            migrations=MIGRATIONS,
+            role="writer",
+            writer_loop="asyncio",  # callbacks from other threads run in order
+            client_timeout=20,
+        ) as adb:
+            await adb.start()
+            service = adb._core.local_writer
+            assert service is not None
+            slow_write = asyncio.ensure_future(adb.write(slow, seconds=0.8, marker=str(marker)))
+            while not marker.exists():
+                await asyncio.sleep(0.01)
+            service.request_drain()  # queued on the writer's loop before the writes below
+            posts = await asyncio.gather(
+                *(adb.write(create_post, title=f"during drain {i}") for i in range(20))
+            )
+            await slow_write
+            refused = service.engine_errors["SHUTTING_DOWN"]
+            moved = adb._core.local_writer is not service
+            n = (await adb.read("SELECT count(*) AS n FROM posts"))[0]["n"]
+            return posts, n, refused, moved
+
+    posts, n, refused, moved = asyncio.run(main())
+    assert refused > 0  # the draining writer did turn them away
+    assert moved  # and a new writer took them
+    assert sorted(p["title"] for p in posts) == sorted(f"during drain {i}" for i in range(20))
+    assert n == 21  # the slow op's row and each write once
 
 
 def test_queue_full_is_answered_at_once(db_path: str, children: Children) -> None:
