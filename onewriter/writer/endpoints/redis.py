@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from ...extras import missing_extra
 
@@ -72,13 +72,6 @@ return items
 
 
 # -- the writer's side ------------------------------------------------------------------------
-
-
-class _Ran(NamedTuple):
-    """What became of a batch."""
-
-    settled: int  # elements removed from the processing list
-    complete: bool  # all of them: nothing is left to re-drive
 
 
 class _WriterGone(Exception):
@@ -329,17 +322,17 @@ class RedisConsumer:
                 running = self._submit(elements, redriven=False)
             following = [] if self._stop.is_set() else self._pop(client, self.batch_size)
             self._wait(running)
-            complete = running.settled_prefix() == len(running.elements)
+            settled = running.settled_prefix()
+            complete = settled == len(running.elements)
             # Only after a complete batch: else the following ones are re-driven with
             # what it left, in the order of the processing list.
             after = self._submit(following, redriven=False) if following and complete else None
-            self._finish(client, running)
+            self._finish(client, running, settled)
             running = after
             if not complete:
                 self._redrive(client)
         if running is not None:  # stopped with a batch handed over: it is answered
-            self._wait(running)
-            self._finish(client, running)
+            self._answer(client, running)
 
     def _pop(self, client: RespSocket, count: int) -> list[bytes]:
         taken: list[bytes] = client.call("EVAL", POP_SCRIPT, 2, self.queue, self.processing, count)
@@ -362,14 +355,20 @@ class RedisConsumer:
             if not elements:
                 return
             self.redriven += len(elements)
-            if self._run(client, elements, redriven=True).settled == 0:
+            if self._run(client, elements, redriven=True) == 0:
                 self._stop.wait(REFUSED_PAUSE)
 
-    def _run(self, client: RespSocket, elements: list[bytes], *, redriven: bool) -> _Ran:
-        """Hand ``elements`` to the writer, wait for their outcomes and answer them."""
-        batch = self._submit(elements, redriven=redriven)
+    def _run(self, client: RespSocket, elements: list[bytes], *, redriven: bool) -> int:
+        """Hand ``elements`` to the writer and answer them; how many left the
+        processing list."""
+        return self._answer(client, self._submit(elements, redriven=redriven))
+
+    def _answer(self, client: RespSocket, batch: _Batch) -> int:
+        """Wait for ``batch``'s outcomes and answer them; how many left the list."""
         self._wait(batch)
-        return self._finish(client, batch)
+        settled = batch.settled_prefix()
+        self._finish(client, batch, settled)
+        return settled
 
     def _submit(self, elements: list[bytes], *, redriven: bool) -> _Batch:
         """Hand ``elements`` to the writer (its thread decodes and queues them)."""
@@ -387,10 +386,9 @@ class RedisConsumer:
             if self._closing.is_set() or self.service.wait_stopped(0):
                 raise _WriterGone
 
-    def _finish(self, client: RespSocket, batch: _Batch) -> _Ran:
-        """In one MULTI, push ``batch``'s replies and remove its settled elements from
-        the head of the processing list."""
-        settled = batch.settled_prefix()
+    def _finish(self, client: RespSocket, batch: _Batch, settled: int) -> None:
+        """In one MULTI, push ``batch``'s replies and remove its ``settled`` leading
+        elements from the head of the processing list."""
         commands: list[tuple[Any, ...]] = []
         for key, bodies in batch.replies.items():
             # a few elements per producer and batch, not one per reply
@@ -409,7 +407,6 @@ class RedisConsumer:
         self.batches += 1
         self.requests += len(batch.elements)
         self.dropped += batch.dropped
-        return _Ran(settled, settled == len(batch.elements))
 
     def _note_acks(self, acks: dict[bytes, int]) -> None:
         engine = self.service.engine
