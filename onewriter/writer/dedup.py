@@ -29,7 +29,6 @@ CREATE TABLE IF NOT EXISTS _onewriter_applied (
     PRIMARY KEY (client, first_seq)
 )
 """
-EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_onewriter_applied'"
 LAYOUT = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = '_onewriter_applied'"
 #: An earlier version's table (``WITHOUT ROWID``) rebuilt as above, its records kept.
 UPGRADE = f"""
@@ -64,17 +63,25 @@ class Applied:
         self._ack_floor: dict[bytes, int] = {}
         self._acks_due: dict[bytes, int] = {}
 
+    def _layout(self) -> str | None:
+        """The table's ``CREATE TABLE`` statement, or ``None`` while there is none."""
+        row = self.conn.execute(LAYOUT).fetchone()
+        return None if row is None else str(row[0])
+
     def _look(self) -> bool:
-        return self.conn.execute(EXISTS).fetchone() is not None
+        return self._layout() is not None
 
     def outdated(self) -> bool:
         """Whether the table is an earlier version's (``WITHOUT ROWID``)."""
-        row = self.conn.execute(LAYOUT).fetchone()
-        return row is not None and "WITHOUT ROWID" in row[0].upper()
+        layout = self._layout()
+        return layout is not None and "WITHOUT ROWID" in layout.upper()
 
     def upgrade(self) -> None:
         """Rebuild an earlier version's table in one transaction (call under the write
-        turn): retries of writes it recorded still get their first answer."""
+        turn; looked at again there): retries of writes it recorded still get their
+        first answer."""
+        if not self.outdated():
+            return
         try:
             self.conn.executescript(f"BEGIN IMMEDIATE;{UPGRADE}COMMIT;")
         except BaseException:
