@@ -65,6 +65,14 @@ def tls_context(options: dict[str, Any]) -> ssl.SSLContext:
     return context
 
 
+def _raise_errors(replies: list[Any]) -> list[Any]:
+    """``replies``, unless one is an error reply: the first is raised."""
+    for reply in replies:
+        if isinstance(reply, hiredis.ReplyError):
+            raise redis.ResponseError(str(reply))
+    return replies
+
+
 class _Options:
     """Where a Redis URL points, and what to say first."""
 
@@ -265,10 +273,7 @@ class RespSocket:
         done = replies[-1]
         if not isinstance(done, list):
             raise redis.ResponseError(f"the transaction was not run: {done!r}")
-        for reply in done:
-            if isinstance(reply, hiredis.ReplyError):
-                raise redis.ResponseError(str(reply))
-        return done
+        return _raise_errors(done)
 
     def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` at once, read every reply; the first error reply raised."""
@@ -285,10 +290,7 @@ class RespSocket:
         except OSError as exc:
             self.close()
             raise redis.ConnectionError(f"the Redis connection failed: {exc}") from None
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                raise redis.ResponseError(str(reply))
-        return replies
+        return _raise_errors(replies)
 
     def _reply(self, sock: socket.socket) -> Any:
         parser = self.parser
