@@ -181,11 +181,47 @@ def test_nobody_listening_is_a_connection_error() -> None:
     assert isinstance(refused, redis.ConnectionError)
 
 
-def test_the_blocking_connection_runs_commands_and_transactions(
+def test_a_transaction_is_written_at_once_and_its_replies_come_back(
     redis_server: RedisServer, plain: Any, key: str
 ) -> None:
-    """The writer's consumer side: replies in order, a MULTI's replies, an error reply
-    inside a MULTI raised, and a connection the server killed is a connection error."""
+    """The writer's consumer side: a MULTI's replies, an error reply inside a MULTI and
+    a command refused while queueing are raised, and the connection goes on."""
+    import redis
+
+    from onewriter.wire.resp import RespClient
+
+    plain.set(key + "-string", "x")
+
+    async def main() -> list[Any]:
+        client = RespClient(redis_server.url)
+        out: list[Any] = []
+        try:
+            out.append(await client.transaction([("RPUSH", key, "a", "b", "c")]))
+            out.append(await client.transaction([("LTRIM", key, 1, -1), ("LLEN", key)]))
+            for commands in ([("RPUSH", key + "-string", "y")], [("NO-SUCH-COMMAND",)]):
+                try:
+                    await client.transaction(commands)
+                except redis.ResponseError as exc:
+                    out.append(exc)
+            out.append(await client.call("LRANGE", key, 0, -1))
+        finally:
+            await client.aclose()
+        return out
+
+    pushed, trimmed, wrong_type, unknown, items = asyncio.run(main())
+    assert pushed == [3]
+    assert trimmed == [b"OK", 2]
+    assert isinstance(wrong_type, redis.ResponseError) and "WRONGTYPE" in str(wrong_type)
+    assert isinstance(unknown, redis.ResponseError) and "unknown command" in str(unknown)
+    assert items == [b"b", b"c"]  # the connection went on after both refusals
+    assert plain.get(key + "-string") == b"x"  # neither refused transaction ran
+
+
+def test_the_blocking_connection_runs_commands_in_order(
+    redis_server: RedisServer, plain: Any, key: str
+) -> None:
+    """The sync producers' side: replies in order, and a connection the server killed
+    is a connection error; the next call connects again."""
     import redis
 
     from onewriter.wire.resp import RespSocket
@@ -195,12 +231,6 @@ def test_the_blocking_connection_runs_commands_and_transactions(
     try:
         assert client.call("RPUSH", key, "a", "b") == 2
         assert client.pipeline([("LLEN", key), ("LRANGE", key, 0, -1)]) == [2, [b"a", b"b"]]
-        assert client.transaction([("RPUSH", key, "c"), ("LTRIM", key, 1, -1)]) == [3, b"OK"]
-        assert plain.lrange(key, 0, -1) == [b"b", b"c"]
-        plain.set(key + "-string", "x")
-        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-            client.transaction([("RPUSH", key + "-string", "y")])
-        assert client.call("LLEN", key) == 2  # the connection goes on
         client.call("CLIENT", "SETNAME", "resp-blocking")
         plain.client_kill_filter(_type="normal", skipme=True)
         with pytest.raises(redis.ConnectionError):

@@ -1,5 +1,5 @@
-"""Lean Redis connections for the hot paths: a producer's pushes and reply reads
-(asyncio), a sync producer's, and the writer's consumer (blocking, on its own thread).
+"""Lean Redis connections for the hot paths: a producer's pushes and reply reads and
+the writer's consumer (asyncio), and a sync producer's (blocking).
 
 redis-py's asyncio client costs about 200 us of CPU per command on a small machine (a
 pool, a retry wrapper and response callbacks around each one); a producer sends one
@@ -20,6 +20,7 @@ import collections
 import contextlib
 import socket
 import ssl
+from collections.abc import Coroutine
 from typing import Any
 
 from ..extras import missing_extra
@@ -71,6 +72,25 @@ def _raise_errors(replies: list[Any]) -> list[Any]:
         if isinstance(reply, hiredis.ReplyError):
             raise redis.ResponseError(str(reply))
     return replies
+
+
+def _executed(done: Any) -> list[Any]:
+    """The replies of a transaction's commands, from EXEC's reply; the first error
+    among them raised."""
+    if not isinstance(done, list):
+        raise redis.ResponseError(f"the transaction was not run: {done!r}")
+    return _raise_errors(done)
+
+
+async def _replies(futures: list[asyncio.Future[Any]]) -> list[Any]:
+    """A transaction's replies from the futures of MULTI, its commands and EXEC."""
+    with contextlib.suppress(Exception):
+        await futures[-1]  # answered last: every other one is settled by then
+    errors = [future.exception() for future in futures]
+    first = next((error for error in errors if error is not None), None)
+    if first is not None:  # as a pipeline's: the first error in order
+        raise first
+    return _executed(futures[-1].result())
 
 
 class _Options:
@@ -133,14 +153,24 @@ class _Connection(asyncio.Protocol):
             self.gone.set_result(None)
 
     def send(self, args: tuple[Any, ...], timeout: float) -> asyncio.Future[Any]:
+        return self.send_all([args], timeout)[0]
+
+    def send_all(
+        self, commands: list[tuple[Any, ...]], timeout: float
+    ) -> list[asyncio.Future[Any]]:
+        """Write ``commands`` at once; a future for each reply."""
         assert self.transport is not None
         loop = self.loop
-        future = loop.create_future()
-        self.waiting.append((future, loop.time() + timeout, str(args[0])))
-        self.transport.write(encode(args))
+        deadline = loop.time() + timeout
+        futures = []
+        for args in commands:
+            future = loop.create_future()
+            self.waiting.append((future, deadline, str(args[0])))
+            futures.append(future)
+        self.transport.write(b"".join(map(encode, commands)))
         if self.sweeper is None:
             self.sweeper = loop.call_later(_SWEEP_INTERVAL, self._sweep)
-        return future
+        return futures
 
     def _sweep(self) -> None:
         self.sweeper = None
@@ -184,6 +214,26 @@ class RespClient:
         if connection is None or connection.lost:
             connection = await self._connect()
         return await connection.send(args, timeout)
+
+    async def transaction(
+        self, commands: list[tuple[Any, ...]], timeout: float = SOCKET_TIMEOUT
+    ) -> list[Any]:
+        """``commands`` in one MULTI .. EXEC, written at once; their replies."""
+        connection = self._connection
+        if connection is None or connection.lost:
+            await self._connect()
+        return await self.send_transaction(commands, timeout)
+
+    def send_transaction(
+        self, commands: list[tuple[Any, ...]], timeout: float = SOCKET_TIMEOUT
+    ) -> Coroutine[Any, Any, list[Any]]:
+        """Write ``commands`` in one MULTI .. EXEC now, on the open connection (a
+        ``redis.ConnectionError`` if there is none); await the result for the replies.
+        Lets a caller do other work between the writing and the answer."""
+        connection = self._connection
+        if connection is None or connection.lost:
+            raise redis.ConnectionError("the Redis connection was lost")
+        return _replies(connection.send_all([("MULTI",), *commands, ("EXEC",)], timeout))
 
     async def _connect(self) -> _Connection:
         if self._connecting is None:
@@ -234,7 +284,7 @@ class RespClient:
 
 
 class RespSocket:
-    """A blocking connection, for the writer's consumer thread and sync producers.
+    """A blocking connection, for sync producers.
     Every call sends its commands at once and reads all their replies. A connection
     that failed is closed, and the next call opens a new one (nothing is re-sent)."""
 
@@ -266,14 +316,6 @@ class RespSocket:
 
     def call(self, *args: Any) -> Any:
         return self.pipeline([args])[0]
-
-    def transaction(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """``commands`` in one MULTI .. EXEC; their replies."""
-        replies = self.pipeline([("MULTI",), *commands, ("EXEC",)])
-        done = replies[-1]
-        if not isinstance(done, list):
-            raise redis.ResponseError(f"the transaction was not run: {done!r}")
-        return _raise_errors(done)
 
     def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` at once, read every reply; the first error reply raised."""

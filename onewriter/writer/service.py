@@ -89,6 +89,7 @@ class WriterService:
         self._fill_timer: asyncio.TimerHandle | None = None
         self._fill_wait = config.commit_delay if config.durability == "full" else 0.0
         self._draining = False
+        self._finishing: asyncio.Task[None] | None = None
         self._stopped = threading.Event()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -206,14 +207,21 @@ class WriterService:
         self._schedule()
 
     def _finish_drain(self) -> None:
+        """The queue is empty: finish once the remote faces have pushed their last
+        answers (the Redis consumer answers on this loop)."""
+        if self._finishing is None:
+            assert self.loop is not None
+            self._finishing = self.loop.create_task(self._finish_and_stop())
+
+    async def _finish_and_stop(self) -> None:
         loop = self.loop
         assert loop is not None
+        if self.remote is not None:
+            await self.remote.finish()
         for conn in list(self.connections):
             conn.flush()
             if conn.transport is not None:
                 conn.transport.close()
-        if self.remote is not None:
-            self.remote.close()
         self.engine.close()
         self._release()
         log.info("writer %d stopped", self.pid)

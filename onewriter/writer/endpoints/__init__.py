@@ -55,8 +55,14 @@ class RemoteEndpoints:
         if self.redis is not None:
             self.redis.stop()
 
+    async def finish(self) -> None:
+        """Wait for the Redis consumer's last answers (bounded), then close."""
+        if self.redis is not None:
+            await self.redis.finish()
+        self.close()
+
     def close(self) -> None:
-        """Wait for the Redis consumer's last answers, then close the reader pool."""
+        """Stop the Redis consumer at once and close the reader pool."""
         if self.redis is not None:
             self.redis.close()
         self.reads.close()
