@@ -215,6 +215,16 @@ class RespClient:
             connection = await self._connect()
         return await connection.send(args, timeout)
 
+    async def send(
+        self, commands: list[tuple[Any, ...]], timeout: float = SOCKET_TIMEOUT
+    ) -> list[asyncio.Future[Any]]:
+        """Write ``commands`` at once (connecting first if need be); the future of each
+        one's reply, in order."""
+        connection = self._connection
+        if connection is None or connection.lost:
+            connection = await self._connect()
+        return connection.send_all(commands, timeout)
+
     async def transaction(
         self, commands: list[tuple[Any, ...]], timeout: float = SOCKET_TIMEOUT
     ) -> list[Any]:

@@ -136,10 +136,17 @@ class RedisAsyncLink:
         while self._outbox and not self.closed:
             out, self._outbox = self._outbox, []
             rids = [rid for rid, _ in out]
+            # One element per flush (a list of requests), not one per request.
+            push = ("RPUSH", self.queue, *proto.grouped([b for _, b in out], self.max_element))
             try:
-                # One element per flush (a list of requests), not one per request.
-                elements = proto.grouped([body for _, body in out], self.max_element)
-                await self.pushes.call("RPUSH", self.queue, *elements)
+                if self._listener is None or self._listener.done():
+                    # Nobody reads replies now: the read goes out right behind the push,
+                    # on the reading connection, in the same write.
+                    pushed, read = await self.reads.send([push, self._read_command()], _READ)
+                    self._listener = self.loop.create_task(self._listen(read))
+                    await pushed
+                else:
+                    await self.pushes.call(*push)
             except redis.RedisError as exc:
                 self.receiver.on_failed(rids, _queue_failed(len(out), exc))
                 continue
@@ -147,15 +154,18 @@ class RedisAsyncLink:
             if self._listener is None or self._listener.done():
                 self._listener = self.loop.create_task(self._listen())
 
-    async def _listen(self) -> None:
+    async def _listen(self, sent: asyncio.Future[Any] | None = None) -> None:
+        """Read replies while any are awaited; ``sent`` is a read already written."""
         receiver = self.receiver
-        while receiver.waiting() and not self.closed:
+        while (sent is not None or receiver.waiting()) and not self.closed:
             try:
-                bodies = await self._take_replies()
+                bodies = await self._take_replies(sent)
             except redis.RedisError as exc:
                 log.debug("reading replies from Redis: %s", exc)
                 await asyncio.sleep(0.05)
                 continue
+            finally:
+                sent = None
             for body in bodies:
                 try:
                     messages = proto.messages(proto.unpack(body))
@@ -163,19 +173,24 @@ class RedisAsyncLink:
                     continue
                 receiver.on_messages(messages)
 
-    async def _take_replies(self) -> list[bytes]:
-        """The replies waiting (up to a second for the first): one BLMPOP on Redis 7,
-        BLPOP and LPOP before it."""
+    def _read_command(self) -> tuple[Any, ...]:
+        """Wait up to a second for replies: one BLMPOP on Redis 7, BLPOP before it."""
+        if self._blmpop:
+            return ("BLMPOP", 1, 1, self.key, "LEFT", "COUNT", MAX_REPLIES_PER_READ)
+        return ("BLPOP", self.key, 1)
+
+    async def _take_replies(self, sent: asyncio.Future[Any] | None) -> list[bytes]:
+        """The replies waiting, from the read ``sent`` or one sent now (and LPOP for
+        the rest where BLPOP was used)."""
         reads = self.reads
         if self._blmpop:
             try:
-                got = await reads.call(
-                    "BLMPOP", 1, 1, self.key, "LEFT", "COUNT", MAX_REPLIES_PER_READ, timeout=_READ
-                )
+                got = await (sent or reads.call(*self._read_command(), timeout=_READ))
                 return [] if got is None else cast(list[bytes], got[1])
             except redis.ResponseError:
                 self._blmpop = False  # an older Redis
-        first = await reads.call("BLPOP", self.key, 1, timeout=_READ)
+                sent = None
+        first = await (sent or reads.call(*self._read_command(), timeout=_READ))
         if first is None:
             return []
         more = await reads.call("LPOP", self.key, MAX_REPLIES_PER_READ)
