@@ -29,6 +29,7 @@ from .ops import Op, Ops, op_name
 from .sqlite.backup import BackupResult, backup_database
 from .sqlite.readpool import Params
 from .writer.direct import WriteResult as WriteResult
+from .writer.direct import write_result
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,7 +39,7 @@ _abandoned: list[Any] = []
 
 
 def _write_result(value: Any) -> WriteResult:
-    return WriteResult(value.get("rowcount", -1), value.get("lastrowid"), value.get("rows") or [])
+    return write_result(value.get("rowcount", -1), value.get("lastrowid"), value.get("rows") or [])
 
 
 def _op_fields(

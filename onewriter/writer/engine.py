@@ -232,6 +232,7 @@ class Engine:
         self._last_expire = time.monotonic()
         self.applied = Applied(conn)
         self._pack = proto.packer()  # this engine's thread only
+        self._cursor = conn.cursor()  # raw SQL runs on one kept cursor (none made per write)
 
     # -- setup ---------------------------------------------------------------------
 
@@ -469,16 +470,16 @@ class Engine:
 
     def _run_sql(self, req: Request) -> bytes:
         """Run raw SQL, confined to this database; its result comes back encoded."""
-        conn = self.conn
         sql = req.sql
         assert sql is not None
         self.raw_sql = True
         try:
-            if req.many:
-                cur = conn.executemany(sql, req.params)
+            if req.many:  # a fresh cursor: its lastrowid stays None, as sqlite3's does
+                cur = self.conn.executemany(sql, req.params)
                 rows: list[Any] = []
             else:
-                cur = conn.execute(sql, req.params)
+                cur = self._cursor
+                cur.execute(sql, req.params)
                 rows = cur.fetchall() if cur.description else []
         finally:
             self.raw_sql = False
