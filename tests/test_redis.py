@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -327,13 +328,63 @@ def test_a_writer_killed_holding_a_running_and_a_taken_batch_applies_each_once(
     wait_until(lambda: raw.llen(f"{queue}:processing") == 0, 10, "an empty processing list")
 
 
+def test_a_writer_stopped_under_pipelined_load_answers_what_it_took(
+    redis_server: RedisServer, queue: str, db_path: str, children: Children, raw: Any
+) -> None:
+    """SIGTERM while an asyncio producer keeps 32 writes in flight: the writer answers
+    what it ran before it exits (cleanly); what it had not run waits in Redis for the
+    next writer. Every write is acknowledged once and stored once."""
+    first = serve(children, db_path, redis_server.url, queue)
+    acked: list[int] = []
+    errors: dict[str, int] = {}
+
+    async def produce() -> None:
+        async with onewriter.connect_async(redis_server.url, queue=queue, client_timeout=60) as adb:
+            numbers = iter(range(1200))
+
+            async def lane() -> None:
+                for n in numbers:
+                    try:
+                        await adb.write(insert_number, worker=6, n=n)
+                        acked.append(n)
+                    except onewriter.OneWriterError as exc:
+                        errors[exc.code] = errors.get(exc.code, 0) + 1
+
+            await asyncio.gather(*(lane() for _ in range(32)))
+
+    producer = threading.Thread(target=asyncio.run, args=(produce(),))
+    producer.start()
+    second = None
+    try:
+        wait_until(lambda: len(acked) >= 300, 30, "the producer to get going")
+        started = time.monotonic()
+        first.stop()
+        stopped_in = time.monotonic() - started
+        at_stop = len(acked)
+        second = serve(children, db_path, redis_server.url, queue)
+    finally:
+        if second is None:  # the producer's writes still find a writer, and it ends
+            second = serve(children, db_path, redis_server.url, queue)
+        producer.join(90)
+    assert not producer.is_alive()
+    assert first.proc.returncode == 0, first.describe()
+    assert stopped_in < 8  # its drain did not wait out a timeout
+    assert at_stop < 1200  # stopped in the middle
+    assert errors == {}
+    assert sorted(acked) == list(range(1200))
+    assert sorted(n for (n,) in _numbers(db_path, worker=6)) == list(range(1200))
+    wait_until(lambda: raw.llen(f"{queue}:processing") == 0, 10, "an empty processing list")
+    second.stop()
+    assert second.proc.returncode == 0, second.describe()
+
+
 def test_batches_the_writer_cannot_take_whole_are_driven_again_in_order(
     redis_server: RedisServer, queue: str, db_path: str, children: Children, raw: Any
 ) -> None:
     """Elements of three requests each against a queue of four: every batch is partly
     refused (QUEUE_FULL), while the next batch has already been taken. The refused and
     the taken are driven again from the processing list until each request has run
-    once and been answered."""
+    once and been answered, in the order the producer sent them."""
     serve(children, db_path, redis_server.url, queue, "--max-pending", "4")
     mine = RawProducer(raw, queue)
     elements = [
@@ -348,7 +399,8 @@ def test_batches_the_writer_cannot_take_whole_are_driven_again_in_order(
     raw.rpush(queue, *elements)
     replies = mine.replies(30, timeout=60)
     assert all(reply.get("ok") for reply in replies.values()), replies
-    assert sorted(n for (n,) in _numbers(db_path, worker=8)) == list(range(1, 31))
+    # rowids follow the commits: nothing ran before a request sent earlier
+    assert [n for (n,) in _numbers(db_path, worker=8)] == list(range(1, 31))
     wait_until(lambda: raw.llen(f"{queue}:processing") == 0, 10, "an empty processing list")
     with onewriter.connect(db_path, role="client") as local:
         stats = local.stats()
@@ -359,7 +411,9 @@ def test_batches_the_writer_cannot_take_whole_are_driven_again_in_order(
 def _numbers(db_path: str, worker: int) -> list[tuple[int]]:
     conn = sqlite3.connect(db_path)
     try:
-        return conn.execute("SELECT n FROM numbers WHERE worker = ?", (worker,)).fetchall()
+        return conn.execute(
+            "SELECT n FROM numbers WHERE worker = ? ORDER BY rowid", (worker,)
+        ).fetchall()
     finally:
         conn.close()
 

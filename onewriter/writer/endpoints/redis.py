@@ -8,10 +8,12 @@ batches, commits each batch as one group and answers on a reply key per producer
                ... run the batch, COMMIT ...
                MULTI  RPUSH <queue>:reply:<client> <replies>  a list per producer, EXPIRE
                       LTRIM <queue>:processing k -1  EXEC
+    producer:  BLMPOP <queue>:reply:<client>                 (BLPOP before Redis 7)
 
-The writer takes the next batch while it runs one, and pushes a batch's replies while it
-runs the next, so that Redis round trips overlap the writer's work.
-    producer:  BLPOP <queue>:reply:<client>
+The consumer is a task on the writer's own loop (no thread: a hand-over between two
+threads waits for the interpreter lock). It takes the next batch while the writer runs
+one and hands it over at once; a batch's replies are pushed while the writer runs the
+next, so that Redis round trips overlap the writer's work.
 
 A request is never lost when the writer dies between taking and answering it: it stays
 in the processing list until its reply is pushed, in the same MULTI that removes it. A
