@@ -359,6 +359,8 @@ class AsyncChannel(_Line):
                 self._resolve(rid, None, exc)
 
     def on_sent(self, rids: list[int]) -> None:
+        if not self._noreply:  # only fire-and-forget writes are settled by sending
+            return
         pending = self.pending
         for rid in rids:
             entry = pending.get(rid)
