@@ -147,7 +147,11 @@ def test_writes_reads_and_stats_go_through_redis_and_raw_sql_is_refused(
 
 
 def test_pipelined_asyncio_producer_and_fire_and_forget(
-    redis_server: RedisServer, queue: str, open_db: Callable[..., onewriter.Database], raw: Any
+    redis_server: RedisServer,
+    queue: str,
+    open_db: Callable[..., onewriter.Database],
+    raw: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     writer = open_db(
         role="writer", redis_url=redis_server.url, redis_queue=queue, remote_reads="all"
@@ -168,11 +172,15 @@ def test_pipelined_asyncio_producer_and_fire_and_forget(
     bulk = onewriter.connect(redis_server.url, queue=queue, fire_and_forget=True)
     try:
         assert [bulk.write(insert_number, worker=2, n=n) for n in range(200)] == [None] * 200
+        with caplog.at_level("WARNING", logger="onewriter.redis"):
+            assert bulk.write("fail", message="nobody waits for this") is None
+            wait_until(lambda: "nobody waits for this" in caplog.text, 10, "the failure logged")
     finally:
         bulk.close()
     wait_until(lambda: count(writer.path) == 500, 20, "the fire-and-forget writes")
     wait_until(lambda: raw.llen(f"{queue}:processing") == 0, 10, "an empty processing list")
     assert raw.llen(queue) == 0
+    assert not raw.keys(f"{queue}:reply:*")  # nothing is pushed for fire-and-forget
 
 
 def test_connections_redis_drops_are_made_again_and_no_acknowledged_write_is_lost(

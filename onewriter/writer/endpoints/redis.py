@@ -128,24 +128,40 @@ class _Batch:
                 peer.take(index, message)
         self._one_done()
 
-    def answer(
-        self, index: int, key: str | None, body: bytes, ran: tuple[bytes, int] | None = None
-    ) -> None:
-        """A request of element ``index`` has its final outcome: ``body`` goes to ``key``
-        (none for fire-and-forget); ``ran`` is the (client, seq) of a write that ran."""
+    def answer(self, index: int, key: str | None, body: bytes) -> None:
+        """A request of element ``index`` was answered at intake: ``body`` goes to
+        ``key`` (none for fire-and-forget)."""
         self.open[index] -= 1
         if key is not None:
             self.replies.setdefault(key, []).append(body)
-        if ran is not None:
-            self.seqs.append((index, *ran))
         self._one_done()
 
-    def refused(self, index: int) -> None:
-        """A request the writer would not take now (draining, queue full): its element
-        stays in the processing list, to be driven again."""
-        self.open[index] -= 1
-        self.kept[index] = True
-        self._one_done()
+    def outcomes(self, peer: _RedisPeer, requests: list[Request]) -> None:
+        """The writer's outcomes for ``peer``'s requests. One the writer would not take
+        now (draining, queue full) keeps its element in the processing list, to be
+        driven again. Written out: every Redis write's outcome passes here."""
+        open_ = self.open
+        seqs = self.seqs
+        bodies: list[bytes] = []
+        for request in requests:
+            index, noreply = request.tag
+            open_[index] -= 1
+            error = request.error
+            if error is not None and isinstance(error, ShuttingDown | QueueFull):
+                self.kept[index] = True
+                continue
+            body = request.reply_body()
+            if not noreply:
+                bodies.append(body)
+            elif error is not None:
+                peer.report(body)
+            if request.seq is not None:
+                seqs.append((index, peer.producer, request.seq))
+        if bodies:
+            self.replies.setdefault(peer.key, []).extend(bodies)
+        self._remaining -= len(requests)
+        if self._remaining == 0:
+            self.done.set_result(None)
 
     def _one_done(self) -> None:
         self._remaining -= 1
@@ -207,30 +223,18 @@ class _RedisPeer:
 
         def answer(body: bytes) -> None:
             if noreply:
-                self._report(body)
+                self.report(body)
             batch.answer(index, key, body)
 
         self.intake.take(self, m, answer, tag=(index, noreply))
 
     def deliver(self, requests: list[Request]) -> None:
-        for request in requests:
-            self._deliver_one(request)
-
-    def _deliver_one(self, request: Request) -> None:
-        index, noreply = request.tag
-        if isinstance(request.error, ShuttingDown | QueueFull):
-            self.batch.refused(index)
-            return
-        body = request.reply_body()
-        if noreply and request.error is not None:
-            self._report(body)
-        ran = (self.producer, request.seq) if request.seq is not None else None
-        self.batch.answer(index, None if noreply else self.key, body, ran)
+        self.batch.outcomes(self, requests)
 
     def flush(self) -> None:
         """Outcomes are pushed by the consumer, per batch."""
 
-    def _report(self, body: bytes) -> None:
+    def report(self, body: bytes) -> None:
         """A fire-and-forget request failed: nobody waits for its reply, so log it."""
         reply = proto.unpack(body)
         error = reply.get("error") if isinstance(reply, dict) else None
