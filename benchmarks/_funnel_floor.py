@@ -5,7 +5,8 @@ funnel's wire protocol. Each turn of the writer's loop takes every request that 
 runs them in one ``BEGIN IMMEDIATE .. COMMIT`` and answers after COMMIT, one frame per
 connection. Nothing else: no exactly-once records, no deadlines, no intake checks, no
 savepoints, no stats, no write turn. The connection has onewriter's PRAGMAs
-(``_writes_workloads.naive_connection``) and keeps SQLite's automatic checkpoint.
+(``_writes_workloads.naive_connection``) and keeps SQLite's automatic checkpoint. The
+same writer over a Redis list, at the end, is the floor for onewriter over Redis.
 """
 
 from __future__ import annotations
@@ -167,3 +168,141 @@ class BareClient(asyncio.Protocol):
 async def connect(socket_path: str) -> BareClient:
     _, client = await asyncio.get_running_loop().create_unix_connection(BareClient, socket_path)
     return client
+
+
+# -- the same over Redis ------------------------------------------------------------------
+#
+# Producers push the requests of one loop turn as one list element (each request names its
+# reply key) and read their replies with BLMPOP; the writer pops every waiting element,
+# runs them in one transaction and, in one write, pushes each producer's replies and asks
+# for the next elements. Nothing else: no processing list (a writer that dies loses what
+# it took), no exactly-once records, no MULTI, no deadlines, no intake checks.
+
+
+def resp(*args: Any) -> bytes:
+    """One Redis command as RESP."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class RespLine(asyncio.Protocol):
+    """Commands answered in order, hiredis parsing the replies."""
+
+    def __init__(self) -> None:
+        import hiredis
+
+        self.reader = hiredis.Reader()
+        self.waiting: list[asyncio.Future[Any]] = []
+        self.loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def send(self, *commands: bytes) -> list[asyncio.Future[Any]]:
+        futures = [self.loop.create_future() for _ in commands]
+        self.waiting += futures
+        self.transport.write(b"".join(commands))
+        return futures
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            self.waiting.pop(0).set_result(reply)
+
+
+async def _resp_line(host: str, port: int) -> RespLine:
+    _, line = await asyncio.get_running_loop().create_connection(RespLine, host, port)
+    return line
+
+
+async def _serve_redis(
+    conn: sqlite3.Connection, address: str, queue: str, pipe: Connection
+) -> None:
+    host, port = address.rsplit(":", 1)
+    line = await _resp_line(host, int(port))
+    sizes: list[int] = []
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_reader(pipe.fileno(), stop.set)
+    pipe.send("ready")
+    execute = conn.execute
+    (taking,) = line.send(resp("BLMPOP", 0.2, 1, queue, "LEFT", "COUNT", 1000))
+    while not stop.is_set():
+        got = await taking
+        if got is None:
+            (taking,) = line.send(resp("BLMPOP", 0.2, 1, queue, "LEFT", "COUNT", 1000))
+            continue
+        batch = [m for element in got[1] for m in msgpack.unpackb(element)]
+        sizes.append(len(batch))
+        replies: dict[bytes, list[dict[str, Any]]] = {}
+        execute("BEGIN IMMEDIATE")
+        for m in batch:
+            cur = execute(m["sql"], m["params"])
+            reply = {"id": m["id"], "ok": True, "result": [cur.rowcount, cur.lastrowid]}
+            replies.setdefault(m["reply"], []).append(reply)
+        execute("COMMIT")
+        pushes = [resp("RPUSH", key, msgpack.packb(out)) for key, out in replies.items()]
+        *_, taking = line.send(*pushes, resp("BLMPOP", 0.2, 1, queue, "LEFT", "COUNT", 1000))
+    sizes.sort()
+    pipe.recv()
+    pipe.send({"batches": len(sizes), "batch_p50": sizes[len(sizes) // 2] if sizes else 0})
+    line.transport.close()
+
+
+def serve_redis(path: str, address: str, queue: str, pipe: Connection) -> None:
+    """Process entry: take from the Redis list ``queue`` at ``address`` (host:port) until
+    the parent sends anything on ``pipe``, then report."""
+    conn = naive_connection(path, "normal", explicit_transactions=True)
+    try:
+        asyncio.run(_serve_redis(conn, address, queue, pipe))
+    finally:
+        conn.close()
+
+
+class BareRedisClient:
+    """Pipelined requests through Redis; all those made in one loop turn go as one element."""
+
+    def __init__(self, pushes: RespLine, reads: RespLine, queue: str, key: bytes) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.pushes, self.reads, self.queue, self.key = pushes, reads, queue, key
+        self.waiting: dict[int, asyncio.Future[Any]] = {}
+        self.out: list[dict[str, Any]] = []
+        self.next_id = 0
+        self.flushing = False
+        self.reading = False
+
+    def call(self, sql: str, params: list[Any]) -> asyncio.Future[Any]:
+        self.next_id += 1
+        future = self.loop.create_future()
+        self.waiting[self.next_id] = future
+        self.out.append({"id": self.next_id, "sql": sql, "params": params, "reply": self.key})
+        if not self.flushing:
+            self.flushing = True
+            self.loop.call_soon(self.flush)
+        return future
+
+    def flush(self) -> None:
+        out, self.out, self.flushing = self.out, [], False
+        self.pushes.send(resp("RPUSH", self.queue, msgpack.packb(out)))
+        if not self.reading:
+            self.reading = True
+            self.loop.create_task(self.read())
+
+    async def read(self) -> None:
+        while self.waiting:
+            (got,) = self.reads.send(resp("BLMPOP", 1, 1, self.key, "LEFT", "COUNT", 1000))
+            reply = await got
+            for element in reply[1] if reply else []:
+                for r in msgpack.unpackb(element):
+                    self.waiting.pop(r["id"]).set_result(r["result"])
+        self.reading = False
+
+
+async def connect_redis(address: str, queue: str, index: int) -> BareRedisClient:
+    host, port = address.rsplit(":", 1)
+    pushes = await _resp_line(host, int(port))
+    reads = await _resp_line(host, int(port))
+    return BareRedisClient(pushes, reads, queue, f"{queue}:bare-reply:{index}".encode())

@@ -13,11 +13,13 @@ Cells (same table, same row, WAL, ``synchronous=NORMAL`` everywhere):
   funnel   ``onewriter serve``; clients ``connect_async(db, role="client", writes="funnel")``
   uvloop   the same with ``--writer-loop uvloop`` (the ``speed`` extra)
   tcp      ``onewriter serve --listen tcp://127.0.0.1:0``; clients ``connect_async("tcp://...")``
+  redis-floor  the bare writer taking from a Redis list (``_funnel_floor.py``), the
+           floor for ``redis``
   redis    ``onewriter serve --redis ...`` through a throwaway redis-server
   own      one process with ``role="writer"`` that funnels its own asyncio writes
   other    ``onewriter serve`` and one client process (compare with ``own``)
 
-    python -m benchmarks.funnel                # 3 rounds, 3 s a cell (~70 s)
+    python -m benchmarks.funnel                # 3 rounds, 3 s a cell (~110 s)
     python -m benchmarks.funnel --quick        # 1 round, 0.5 s a cell
     python -m benchmarks.funnel --profile      # floor and funnel under py-spy: where the
                                                # microseconds go (docs/funnel_profile.md)
@@ -44,6 +46,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import onewriter
 
@@ -80,6 +83,7 @@ WAYS = {
         Way("funnel", "b. onewriter funnel, Unix socket", True),
         Way("uvloop", "b. the same, writer on uvloop (the speed extra)", True),
         Way("tcp", "c. onewriter over TCP", True),
+        Way("redis-floor", "d. floor: bare asyncio writer over Redis", True),
         Way("redis", "d. onewriter over Redis", True),
         Way("own", "e. asyncio in the writer's own process", False),
         Way("other", "e. asyncio from another process", False),
@@ -154,6 +158,13 @@ async def _client(
             return await _drive(lambda: bare.call(INSERT, params), in_flight, seconds, barrier)
         finally:
             bare.transport.close()
+    if key == "redis-floor":
+        through = await floor.connect_redis(address, options["queue"], index)
+        try:
+            return await _drive(lambda: through.call(INSERT, params), in_flight, seconds, barrier)
+        finally:
+            through.pushes.transport.close()
+            through.reads.transport.close()
     async with onewriter.connect_async(address, **options) as db:
         result = await _drive(lambda: db.execute_write(INSERT, params), in_flight, seconds, barrier)
         if key == "own":  # the writer lives here: nobody else can ask it
@@ -266,13 +277,22 @@ def run_cell(
     writer_pid = 0
     procs: list[multiprocessing.process.BaseProcess] = []
     try:
-        if way.key == "floor":
+        if way.key in ("floor", "redis-floor"):
             conn = naive_connection(database, "normal", explicit_transactions=True)
             conn.execute(SCHEMA)
             conn.close()
-            address, options = os.path.join(directory, "floor.sock"), {}
             ours, theirs = ctx.Pipe()
-            writer = ctx.Process(target=floor.serve, args=(database, address, theirs))
+            if way.key == "floor":
+                address, options = os.path.join(directory, "floor.sock"), {}
+                writer = ctx.Process(target=floor.serve, args=(database, address, theirs))
+            else:
+                assert redis_url is not None
+                url = urlsplit(redis_url)
+                address = f"{url.hostname}:{url.port}"
+                options = {"queue": f"funnel-{os.path.basename(directory)}"}
+                writer = ctx.Process(
+                    target=floor.serve_redis, args=(database, address, options["queue"], theirs)
+                )
             writer.start()
             bare, writer_pid = (writer, ours), writer.pid or 0
             if not ours.poll(START_TIMEOUT) or ours.recv() != "ready":
@@ -382,7 +402,7 @@ def render(cells: Sequence[Cell], in_flight: int, skipped: Sequence[str]) -> str
     for c in sorted(cells, key=lambda c: (list(WAYS).index(c.way.key), c.round)):
         base = next((b for b in cells if b.way.key == "floor" and b.round == c.round), None)
         vs = f"{c.per_second / base.per_second:.2f}x" if base and base.per_second else "-"
-        if c.way.key not in ("floor", "funnel", "uvloop", "tcp", "redis"):
+        if c.way.key not in ("floor", "funnel", "uvloop", "tcp", "redis-floor", "redis"):
             vs = "-"  # different client count
         client_us = sum(c.client_cpu) / c.acked * 1e6 if c.acked else 0.0
         writer_us = c.writer_cpu / c.acked * 1e6 if c.acked and c.writer_cpu is not None else None
@@ -406,12 +426,19 @@ def render(cells: Sequence[Cell], in_flight: int, skipped: Sequence[str]) -> str
     funnel = _ratio(cells, "funnel", "floor")
     uvloop = _ratio(cells, "uvloop", "funnel")
     own = _ratio(cells, "own", "other")
+    redis = _ratio(cells, "redis", "redis-floor")
     summary = []
     if funnel:
         each = ", ".join(f"{r:.2f}" for r in funnel.values())
         summary.append(
             f"b/a (onewriter funnel / bare floor), per round: {each}; "
             f"median {statistics.median(funnel.values()):.2f}"
+        )
+    if redis:
+        each = ", ".join(f"{r:.2f}" for r in redis.values())
+        summary.append(
+            f"d (onewriter over Redis / bare writer over Redis), per round: {each}; "
+            f"median {statistics.median(redis.values()):.2f}"
         )
     if uvloop:
         each = ", ".join(f"{r:.2f}" for r in uvloop.values())
@@ -447,8 +474,11 @@ CPU time (user + system) spent over the window divided by the writes acknowledge
 the client figure adds up every client process, the writer's is its whole process (for `own`
 client and writer are one process). The floor has no exactly-once records, deadlines,
 intake checks, write turn or stats, and keeps SQLite's automatic checkpoint (onewriter's
-writer runs its own PASSIVE checkpoints). Clients, writer and redis-server share the
-machine's cores."""
+writer runs its own PASSIVE checkpoints). The floor over Redis is the same writer taking
+elements from a Redis list (a producer's flush is one element), with no processing list
+and no MULTI: it pushes each producer's replies and asks for the next elements in one
+write; `d` compares onewriter over Redis with it. Clients, writer and redis-server share
+the machine's cores."""
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -506,16 +536,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     began = time.perf_counter()
     scratch = tempfile.mkdtemp(prefix="ow-funnel-bench-")
-    redis = start_redis(scratch) if "redis" in args.cells else None
+    over_redis = {"redis", "redis-floor"} & set(args.cells)
+    redis = start_redis(scratch) if over_redis else None
     skipped = []
-    if "redis" in args.cells and redis is None:
-        skipped.append("redis-server is not installed: the Redis cell was skipped")
+    if over_redis and redis is None:
+        skipped.append("redis-server is not installed: the Redis cells were skipped")
     cells: list[Cell] = []
     plan = [
         (r, WAYS[k])
         for r in range(1, args.rounds + 1)
         for k in args.cells
-        if k != "redis" or redis is not None
+        if k not in over_redis or redis is not None
     ]
     try:
         for i, (round_, way) in enumerate(plan, 1):
