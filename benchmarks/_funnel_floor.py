@@ -126,20 +126,16 @@ def serve(path: str, socket_path: str, pipe: Connection) -> None:
 # -- the client ----------------------------------------------------------------------------
 
 
-class BareClient(asyncio.Protocol):
-    """Pipelined requests on one connection; all those made in one loop turn go as one frame."""
+class _Calls:
+    """What both bare clients share: an id and a future per request; the requests made in
+    one loop turn leave together, in ``flush``."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.buffer = bytearray()
         self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.out: list[dict[str, Any]] = []
         self.next_id = 0
         self.flushing = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
 
     def call(self, sql: str, params: list[Any]) -> asyncio.Future[Any]:
         self.next_id += 1
@@ -150,6 +146,21 @@ class BareClient(asyncio.Protocol):
             self.flushing = True
             self.loop.call_soon(self.flush)
         return future
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+
+class BareClient(_Calls, asyncio.Protocol):
+    """Pipelined requests on one connection; all those made in one loop turn go as one frame."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
 
     def flush(self) -> None:
         out, self.out, self.flushing = self.out, [], False
@@ -172,8 +183,8 @@ async def connect(socket_path: str) -> BareClient:
 
 # -- the same over Redis ------------------------------------------------------------------
 #
-# Producers push the requests of one loop turn as one list element (each request names its
-# reply key) and read their replies with BLMPOP; the writer pops every waiting element,
+# Producers push the requests of one loop turn as one list element (with the key of their
+# replies) and read their replies with BLMPOP; the writer pops every waiting element,
 # runs them in one transaction and, in one write, pushes each producer's replies and asks
 # for the next elements. Nothing else: no processing list (a writer that dies loses what
 # it took), no exactly-once records, no MULTI, no deadlines, no intake checks.
@@ -235,15 +246,15 @@ async def _serve_redis(
         if got is None:
             (taking,) = line.send(resp("BLMPOP", 0.2, 1, queue, "LEFT", "COUNT", 1000))
             continue
-        batch = [m for element in got[1] for m in msgpack.unpackb(element)]
-        sizes.append(len(batch))
         replies: dict[bytes, list[dict[str, Any]]] = {}
         execute("BEGIN IMMEDIATE")
-        for m in batch:
-            cur = execute(m["sql"], m["params"])
-            reply = {"id": m["id"], "ok": True, "result": [cur.rowcount, cur.lastrowid]}
-            replies.setdefault(m["reply"], []).append(reply)
+        for key, batch in map(msgpack.unpackb, got[1]):
+            out = replies.setdefault(key, [])
+            for m in batch:
+                cur = execute(m["sql"], m["params"])
+                out.append({"id": m["id"], "ok": True, "result": [cur.rowcount, cur.lastrowid]})
         execute("COMMIT")
+        sizes.append(sum(map(len, replies.values())))
         pushes = [resp("RPUSH", key, msgpack.packb(out)) for key, out in replies.items()]
         *_, taking = line.send(*pushes, resp("BLMPOP", 0.2, 1, queue, "LEFT", "COUNT", 1000))
     sizes.sort()
@@ -262,31 +273,17 @@ def serve_redis(path: str, address: str, queue: str, pipe: Connection) -> None:
         conn.close()
 
 
-class BareRedisClient:
+class BareRedisClient(_Calls):
     """Pipelined requests through Redis; all those made in one loop turn go as one element."""
 
     def __init__(self, pushes: RespLine, reads: RespLine, queue: str, key: bytes) -> None:
-        self.loop = asyncio.get_running_loop()
+        super().__init__()
         self.pushes, self.reads, self.queue, self.key = pushes, reads, queue, key
-        self.waiting: dict[int, asyncio.Future[Any]] = {}
-        self.out: list[dict[str, Any]] = []
-        self.next_id = 0
-        self.flushing = False
         self.reading = False
-
-    def call(self, sql: str, params: list[Any]) -> asyncio.Future[Any]:
-        self.next_id += 1
-        future = self.loop.create_future()
-        self.waiting[self.next_id] = future
-        self.out.append({"id": self.next_id, "sql": sql, "params": params, "reply": self.key})
-        if not self.flushing:
-            self.flushing = True
-            self.loop.call_soon(self.flush)
-        return future
 
     def flush(self) -> None:
         out, self.out, self.flushing = self.out, [], False
-        self.pushes.send(resp("RPUSH", self.queue, msgpack.packb(out)))
+        self.pushes.send(resp("RPUSH", self.queue, msgpack.packb([self.key, out])))
         if not self.reading:
             self.reading = True
             self.loop.create_task(self.read())
