@@ -210,9 +210,7 @@ class RespClient:
 
     async def call(self, *args: Any, timeout: float = SOCKET_TIMEOUT) -> Any:
         """Send one command and return its reply; ``timeout`` counts from sending."""
-        connection = self._connection
-        if connection is None or connection.lost:
-            connection = await self._connect()
+        connection = self._open_one() or await self._connect()
         return await connection.send(args, timeout)
 
     async def send(
@@ -220,17 +218,14 @@ class RespClient:
     ) -> list[asyncio.Future[Any]]:
         """Write ``commands`` at once (connecting first if need be); the future of each
         one's reply, in order."""
-        connection = self._connection
-        if connection is None or connection.lost:
-            connection = await self._connect()
+        connection = self._open_one() or await self._connect()
         return connection.send_all(commands, timeout)
 
     async def transaction(
         self, commands: list[tuple[Any, ...]], timeout: float = SOCKET_TIMEOUT
     ) -> list[Any]:
         """``commands`` in one MULTI .. EXEC, written at once; their replies."""
-        connection = self._connection
-        if connection is None or connection.lost:
+        if self._open_one() is None:
             await self._connect()
         return await self.send_transaction(commands, timeout)
 
@@ -240,17 +235,23 @@ class RespClient:
         """Write ``commands`` in one MULTI .. EXEC now, on the open connection (a
         ``redis.ConnectionError`` if there is none); await the result for the replies.
         Lets a caller do other work between the writing and the answer."""
-        connection = self._connection
-        if connection is None or connection.lost:
+        connection = self._open_one()
+        if connection is None:
             raise redis.ConnectionError("the Redis connection was lost")
         return _replies(connection.send_all([("MULTI",), *commands, ("EXEC",)], timeout))
+
+    def _open_one(self) -> _Connection | None:
+        """The connection, unless there is none yet or it was lost."""
+        connection = self._connection
+        return connection if connection is not None and not connection.lost else None
 
     async def _connect(self) -> _Connection:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._connection is not None and not self._connection.lost:
-                return self._connection
+            connection = self._open_one()
+            if connection is not None:
+                return connection
             connection = await self._open()
             self._connection = connection
             return connection

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any, cast
 
 from ...extras import missing_extra
@@ -179,21 +180,23 @@ class RedisAsyncLink:
             return ("BLMPOP", 1, 1, self.key, "LEFT", "COUNT", MAX_REPLIES_PER_READ)
         return ("BLPOP", self.key, 1)
 
+    def _read_now(self) -> Coroutine[Any, Any, Any]:
+        return self.reads.call(*self._read_command(), timeout=_READ)
+
     async def _take_replies(self, sent: asyncio.Future[Any] | None) -> list[bytes]:
         """The replies waiting, from the read ``sent`` or one sent now (and LPOP for
         the rest where BLPOP was used)."""
-        reads = self.reads
         if self._blmpop:
             try:
-                got = await (sent or reads.call(*self._read_command(), timeout=_READ))
+                got = await (sent if sent is not None else self._read_now())
                 return [] if got is None else cast(list[bytes], got[1])
             except redis.ResponseError:
                 self._blmpop = False  # an older Redis
                 sent = None
-        first = await (sent or reads.call(*self._read_command(), timeout=_READ))
+        first = await (sent if sent is not None else self._read_now())
         if first is None:
             return []
-        more = await reads.call("LPOP", self.key, MAX_REPLIES_PER_READ)
+        more = await self.reads.call("LPOP", self.key, MAX_REPLIES_PER_READ)
         return [cast(bytes, first[1]), *cast(list[bytes], more or [])]
 
     def close(self) -> None:

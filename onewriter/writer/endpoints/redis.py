@@ -159,12 +159,10 @@ class _Batch:
                 seqs.append((index, peer.producer, request.seq))
         if bodies:
             self.replies.setdefault(peer.key, []).extend(bodies)
-        self._remaining -= len(requests)
-        if self._remaining == 0:
-            self.done.set_result(None)
+        self._one_done(len(requests))
 
-    def _one_done(self) -> None:
-        self._remaining -= 1
+    def _one_done(self, count: int = 1) -> None:
+        self._remaining -= count
         if self._remaining == 0:
             self.done.set_result(None)
 
