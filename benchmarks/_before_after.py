@@ -18,7 +18,6 @@ section of docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -34,7 +33,7 @@ from typing import Any
 
 from onewriter.cli.tables import format_table
 
-from . import _report
+from . import _cli, _report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,7 +127,7 @@ def _figures(out: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = _cli.parser("_before_after", __doc__)
     parser.add_argument("kind", choices=["stress", "demo", "observe"])
     parser.add_argument("--before", required=True, help="the earlier commit")
     parser.add_argument("--rounds", type=int, default=3)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from . import _report
+from . import _cli, _report
 
 RUNS = (
     ("sqlite3", "implicit"),
@@ -286,10 +286,7 @@ def render(results: Sequence[Result]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.dbapi",
-        description="sqlite3-style code from N processes: sqlite3 against onewriter.dbapi.",
-    )
+    parser = _cli.parser("dbapi", __doc__)
     parser.add_argument("--quick", action="store_true", help="2 s per run, for a smoke run")
     parser.add_argument("--seconds", type=float, default=None, help="per run (default 10)")
     parser.add_argument("--processes", type=int, default=8, help="processes (default 8)")

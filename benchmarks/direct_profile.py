@@ -35,7 +35,7 @@ from onewriter.cli.tables import format_table
 from onewriter.sqlite.upkeep import BEGIN_SQL, COMMIT_SQL
 from onewriter.turn import turn_for
 
-from . import _report
+from . import _cli, _report
 from . import _writes_workloads as wl
 from ._before_after import ROOT, export
 
@@ -176,7 +176,7 @@ def before_after(rev: str, rounds: int, calls: int, clock: str, argv: Sequence[s
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.direct_profile")
+    parser = _cli.parser("direct_profile", __doc__)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--profile", action="store_true", help="cProfile the direct calls")

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _report
+from . import _cli, _report
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE = ROOT / "examples" / "django" / "serve"
@@ -267,7 +267,7 @@ def render(results: Sequence[Result]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser = _cli.parser("django", __doc__)
     parser.add_argument("--quick", action="store_true", help="50 requests per client thread")
     parser.add_argument("--clients", type=int, default=4, help="client processes (default 4)")
     parser.add_argument("--threads", type=int, default=4, help="threads per client (default 4)")

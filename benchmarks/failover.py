@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import _report
+from . import _cli, _report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -84,7 +84,7 @@ def table(rows: list[tuple[Mode, Outcome, float]]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.failover", description=__doc__)
+    parser = _cli.parser("failover", __doc__)
     parser.add_argument("--quick", action="store_true", help="12 s and 5 kills per mode")
     parser.add_argument("--seconds", type=float, help="writing time per mode (default 60)")
     parser.add_argument("--kills", type=int, help="SIGKILLs per mode (default 20)")

@@ -50,8 +50,8 @@ from urllib.parse import urlsplit
 
 import onewriter
 
+from . import _cli, _report
 from . import _funnel_floor as floor
-from . import _report
 from ._processes import start_redis, stop, wait_line
 from ._writes_workloads import PAYLOAD, naive_connection
 
@@ -485,10 +485,7 @@ the machine's cores."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.funnel",
-        description="onewriter's funnel beside a bare asyncio group-commit writer.",
-    )
+    parser = _cli.parser("funnel", __doc__)
     parser.add_argument(
         "--seconds",
         type=float,

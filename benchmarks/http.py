@@ -28,7 +28,7 @@ from onewriter.cli.tables import format_table
 from onewriter.demo.launch import ServiceProcess
 from onewriter.load import LoadPlan, run_load
 
-from . import _report
+from . import _cli, _report
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def verdicts(results: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.http", description=__doc__)
+    parser = _cli.parser("http", __doc__)
     parser.add_argument("--quick", action="store_true", help="3 s per configuration")
     parser.add_argument("--seconds", type=float, help="load per configuration (default 20)")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections")

@@ -7,7 +7,6 @@ fields and bounds. Writes the "http-models" section of docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable
@@ -20,6 +19,8 @@ from benchmarks._report import update_section
 from onewriter.cli.tables import format_table
 from onewriter.jobs.http import models as m
 from onewriter.jobs.http.models import json_value
+
+from . import _cli
 
 _I63 = 2**63 - 1
 _Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -155,7 +156,7 @@ def measure(batch: int, seconds: float) -> list[list[Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = _cli.parser("http_models", __doc__)
     parser.add_argument("--batch", type=int, default=100, help="jobs per enqueue batch")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per body")
     parser.add_argument("--no-write", action="store_true", help="print, do not write the doc")

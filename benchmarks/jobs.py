@@ -13,7 +13,6 @@ machine's own; each run gets a fresh schema.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -29,6 +28,8 @@ from benchmarks._report import update_section
 from onewriter.cli.tables import format_table
 from onewriter.jobs import JobQueue, JobStore, jobs_ops
 from onewriter.jobs.stress import PUBLISHED, StressOptions, stress
+
+from . import _cli
 
 TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 #: The throwaway server keeps PostgreSQL's durable defaults; runs choose
@@ -268,7 +269,7 @@ def http_table(postgres: Any) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = _cli.parser("jobs", __doc__)
     parser.add_argument("--jobs", type=int, default=20000, help="jobs per library run")
     parser.add_argument("--quick", action="store_true", help="a short run (5,000 jobs)")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP stress runs")

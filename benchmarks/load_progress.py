@@ -10,7 +10,6 @@ client's request rate in each, and its ratio to the run without progress.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import pty
@@ -28,7 +27,7 @@ from onewriter.cli.tables import format_table
 from onewriter.demo.launch import ServiceProcess
 from onewriter.load import LoadPlan, run_load
 
-from . import _report
+from . import _cli, _report
 
 MODES = ("none", "plain", "rich")
 
@@ -79,7 +78,7 @@ def update_cost(mode: str, screen: TextIO, count: int = 2000) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = _cli.parser("load_progress", __doc__)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     rounds, seconds = (1, 2.0) if args.quick else (6, 5.0)

@@ -16,7 +16,6 @@ authorizer and one without, run the same reads in alternating rounds:
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sqlite3
 import statistics
@@ -28,7 +27,7 @@ from pathlib import Path
 from onewriter import Config
 from onewriter.sqlite.connect import open_connection
 
-from . import _report
+from . import _cli, _report
 
 SCHEMA = "CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL)"
 FILL = "INSERT INTO posts (title) SELECT 'post ' || value FROM json_each(?)"
@@ -108,7 +107,7 @@ def run(rounds: int, reads: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _cli.parser("readonly", __doc__)
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
     args = parser.parse_args()
     rounds, reads = (10, 1_000) if args.quick else (60, 2_000)

@@ -12,7 +12,6 @@ the cell checks that the database holds every row exactly once.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shlex
@@ -32,7 +31,7 @@ from typing import Any
 import onewriter
 from onewriter.cli.tables import format_table
 
-from . import _report
+from . import _cli, _report
 from ._processes import start_redis, stop, wait_line
 from ._writes_cells import spawn_context
 
@@ -344,7 +343,7 @@ def render(cells: Sequence[Cell], skipped: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.remote", description=__doc__)
+    parser = _cli.parser("remote", __doc__)
     parser.add_argument("--quick", action="store_true", help="small row counts, for a smoke run")
     parser.add_argument("--producers", default="4,8", help="producer process counts (default 4,8)")
     parser.add_argument(

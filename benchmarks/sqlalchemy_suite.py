@@ -10,7 +10,6 @@ its suite requirements; the tests that pass on one and not on the other are list
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
@@ -18,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import _report
+from . import _cli, _report
 
 URLS = {"sqlite": "sqlite:///querytest.db", "sqlite+onewriter": "sqlite+onewriter:///querytest.db"}
 
@@ -93,7 +92,7 @@ def counts(outcomes: dict[str, str]) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _cli.parser("sqlalchemy_suite", __doc__)
     parser.add_argument("-k", help="only the tests matching this pytest expression")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args(argv)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _report
+from . import _cli, _report
 from . import _writes_report as report
 from ._writes_cells import LABELS, WAYS, WORKLOADS, Cell, run_cell, spawn_context
 from ._writes_workloads import Durability
@@ -60,10 +60,7 @@ def _csv(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.writes",
-        description="Writes from N processes: naive connections against onewriter.",
-    )
+    parser = _cli.parser("writes", __doc__)
     parser.add_argument(
         "--seconds",
         type=float,
