@@ -178,7 +178,8 @@ def main() -> None:
             "observe": "metrics, cost per request",
         }[args.kind]
     )
-    _report.update_section(f"before-after-{args.kind}", title, command, body)
+    if not args.no_write:
+        _report.update_section(f"before-after-{args.kind}", title, command, body)
 
 
 if __name__ == "__main__":

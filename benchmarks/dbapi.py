@@ -313,7 +313,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     body = render(results)
     print(body)
     command = shlex.join(["python", "-m", "benchmarks.dbapi", *(argv or sys.argv[1:])])
-    _report.update_section("dbapi", "sqlite3-style code from many processes", command, body)
+    if not args.no_write:
+        _report.update_section("dbapi", "sqlite3-style code from many processes", command, body)
 
 
 if __name__ == "__main__":

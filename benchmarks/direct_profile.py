@@ -131,9 +131,11 @@ def table(columns: dict[str, dict[str, float]]) -> str:
 
 
 def _in_tree(tree: Path, rounds: int, calls: int, clock: str) -> dict[str, float]:
-    """``measure`` run by the onewriter of ``tree`` (this module copied into it)."""
+    """``measure`` run by the onewriter of ``tree`` (this module and its parser copied
+    into it)."""
     if tree != ROOT:
-        shutil.copy(Path(__file__), tree / "benchmarks" / "direct_profile.py")
+        for module in (Path(__file__), Path(_cli.__file__)):
+            shutil.copy(module, tree / "benchmarks" / module.name)
     sizes = ["--rounds", str(rounds), "--calls", str(calls)]
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.direct_profile", "--json", "--clock", clock, *sizes],
@@ -147,8 +149,11 @@ def _in_tree(tree: Path, rounds: int, calls: int, clock: str) -> dict[str, float
     return figures
 
 
-def before_after(rev: str, rounds: int, calls: int, clock: str, argv: Sequence[str]) -> None:
-    """Both versions, one process each per round, rounds interleaved; into benchmarks.md."""
+def before_after(
+    rev: str, rounds: int, calls: int, clock: str, argv: Sequence[str], write: bool
+) -> None:
+    """Both versions, one process each per round, rounds interleaved; into benchmarks.md
+    if ``write``."""
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ow-before-") as tmp:
@@ -170,9 +175,10 @@ def before_after(rev: str, rounds: int, calls: int, clock: str, argv: Sequence[s
     )
     print(body)
     command = shlex.join(["python", "-m", "benchmarks.direct_profile", *argv])
-    _report.update_section(
-        "direct-profile", "Direct writes: one call, where it goes", command, body
-    )
+    if write:
+        _report.update_section(
+            "direct-profile", "Direct writes: one call, where it goes", command, body
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -188,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     _clock = _CLOCKS[args.clock]
     if args.before:
         given = list(argv if argv is not None else sys.argv[1:])
-        before_after(args.before, args.rounds, args.calls, args.clock, given)
+        before_after(args.before, args.rounds, args.calls, args.clock, given, not args.no_write)
         return
     figures = measure(args.rounds, args.calls)
     if args.json:

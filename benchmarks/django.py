@@ -315,9 +315,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     body = render(list(results.values()))
     print(body)
     command = shlex.join(["python", "-m", "benchmarks.django", *(argv or sys.argv[1:])])
-    _report.update_section(
-        "django", "Django under gunicorn: 4 workers, one SQLite file", command, body
-    )
+    if not args.no_write:
+        _report.update_section(
+            "django", "Django under gunicorn: 4 workers, one SQLite file", command, body
+        )
 
 
 if __name__ == "__main__":

@@ -111,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     body = f"{TARGET}\n\n{table(rows)}\n\n{NOTES}"
     print(body)
     command = "python -m benchmarks.failover " + shlex.join(argv or sys.argv[1:])
-    _report.update_section("failover", "Failover under repeated SIGKILL", command.strip(), body)
+    if not args.no_write:
+        _report.update_section("failover", "Failover under repeated SIGKILL", command.strip(), body)
     broken = any(out.lost or out.duplicated or out.unacknowledged for _, out, _ in rows)
     return 1 if broken else 0
 

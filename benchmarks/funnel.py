@@ -52,10 +52,9 @@ import onewriter
 
 from . import _cli, _report
 from . import _funnel_floor as floor
-from ._processes import start_redis, stop, wait_line
+from ._processes import serve_onewriter, start_redis, stop
 from ._writes_workloads import PAYLOAD, naive_connection
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "funnel-benchmark-token"
 START_TIMEOUT = 60.0
 INSERT = "INSERT INTO items(process, payload) VALUES (?, ?)"
@@ -198,41 +197,18 @@ def start_serve(
     database: str, key: str, directory: str, redis_url: str | None
 ) -> tuple[subprocess.Popen[str], str, dict[str, Any]]:
     """``onewriter serve`` for cell ``key``: the process, the clients' address and options."""
-    command = [
-        sys.executable,
-        "-m",
-        "onewriter.cli",
-        "serve",
-        database,
-        "--migrations",
-        "benchmarks.funnel:MIGRATIONS",
-        "--max-pending",
-        "4000",
-    ]
+    flags = ["--migrations", "benchmarks.funnel:MIGRATIONS", "--max-pending", "4000"]
     queue = f"funnel-{os.path.basename(directory)}"
-    command += ["--writer-loop", "uvloop" if key == "uvloop" else "asyncio"]
+    flags += ["--writer-loop", "uvloop" if key == "uvloop" else "asyncio"]
     if key == "tcp":
         token_file = os.path.join(directory, "token")
         Path(token_file).write_text(TOKEN)
-        command += ["--listen", "tcp://127.0.0.1:0", "--token-file", token_file, "--allow-sql"]
+        flags += ["--listen", "tcp://127.0.0.1:0", "--token-file", token_file, "--allow-sql"]
     elif key == "redis":
         assert redis_url is not None
-        command += ["--redis", redis_url, "--redis-queue", queue, "--allow-sql"]
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": path}
-    log = os.path.join(directory, "serve.log")  # its warnings; shown only if it fails
-    with open(log, "w") as stderr:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
-        )
-    try:
-        line = wait_line(proc, "READY", START_TIMEOUT)
-    except BaseException:
-        stop(proc)
-        print(Path(log).read_text()[-2000:], file=sys.stderr)
-        raise
+        flags += ["--redis", redis_url, "--redis-queue", queue, "--allow-sql"]
+    proc, words = serve_onewriter(database, flags, directory)
     if key == "tcp":
-        words = dict(w.split("=", 1) for w in line.split() if "=" in w)
         return proc, words["listen"], {"token": TOKEN}
     if key == "redis":
         assert redis_url is not None
@@ -507,9 +483,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--profile",
         action="store_true",
         help="instead: run floor and funnel once under py-spy and write docs/funnel_profile.md",
-    )
-    parser.add_argument(
-        "--no-write", action="store_true", help="print the results, leave docs/ unchanged"
     )
     args = parser.parse_args(argv)
     if args.seconds is None:

@@ -218,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(body)
     print(f"total {time.perf_counter() - began:.0f} s", file=sys.stderr)
     command = shlex.join(["python", "-m", "benchmarks.http", *(argv or sys.argv[1:])])
-    _report.update_section("http", "HTTP: the demo service under load", command, body)
+    if not args.no_write:
+        _report.update_section("http", "HTTP: the demo service under load", command, body)
 
 
 if __name__ == "__main__":

@@ -159,7 +159,6 @@ def main() -> None:
     parser = _cli.parser("http_models", __doc__)
     parser.add_argument("--batch", type=int, default=100, help="jobs per enqueue batch")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per body")
-    parser.add_argument("--no-write", action="store_true", help="print, do not write the doc")
     args = parser.parse_args()
     headers = ["body", "bytes", "json.loads µs", "msgspec µs", "pydantic µs", "pydantic/msgspec"]
     table = format_table(headers, measure(args.batch, args.seconds))

@@ -317,7 +317,8 @@ def main() -> None:
                     "database hand out every job exactly once, not how far more machines "
                     "scale.\n"
                 )
-        update_section("jobs", "Jobs end to end", command, body)
+        if not args.no_write:
+            update_section("jobs", "Jobs end to end", command, body)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

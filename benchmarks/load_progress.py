@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = format_table(headers, rows)
     print(table)
     print("each run:", {mode: [round(r) for r in r_] for mode, r_ in rates.items()})
-    if not args.quick:
+    if not args.quick and not args.no_write:
         runs = {mode: [round(x) for x in r] for mode, r in rates.items()}
         body = (
             f"{rounds} rounds of {seconds:g} s a mode, in turn, 16 connections, one demo worker; "

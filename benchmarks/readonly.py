@@ -114,7 +114,8 @@ def main() -> None:
     body = run(rounds, reads)
     print(body)
     command = "python -m benchmarks.readonly" + (" --quick" if args.quick else "")
-    _report.update_section("readonly", "What the readers' authorizer costs", command, body)
+    if not args.no_write:
+        _report.update_section("readonly", "What the readers' authorizer costs", command, body)
 
 
 if __name__ == "__main__":

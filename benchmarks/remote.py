@@ -32,10 +32,9 @@ import onewriter
 from onewriter.cli.tables import format_table
 
 from . import _cli, _report
-from ._processes import start_redis, stop, wait_line
+from ._processes import serve_onewriter, start_redis, stop
 from ._writes_cells import spawn_context
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "benchmark-token"
 PAYLOAD = "x" * 40
 START_TIMEOUT = 60.0
@@ -182,32 +181,14 @@ def start_writer(
     database: str, way: Way, redis_url: str | None, queue: str, token_file: str
 ) -> tuple[subprocess.Popen[str], str]:
     """``onewriter serve`` for ``way``; returns the process and the producers' address."""
-    command = [
-        sys.executable,
-        "-m",
-        "onewriter.cli",
-        "serve",
-        database,
-        "--ops",
-        "benchmarks.remote:ops",
-        "--migrations",
-        "benchmarks.remote:MIGRATIONS",
-        "--max-pending",
-        "2000",
-    ]
+    flags = ["--ops", "benchmarks.remote:ops", "--migrations", "benchmarks.remote:MIGRATIONS"]
+    flags += ["--max-pending", "2000"]
     if way.transport == "tcp":
-        command += ["--listen", "tcp://127.0.0.1:0", "--token-file", token_file]
+        flags += ["--listen", "tcp://127.0.0.1:0", "--token-file", token_file]
     if way.transport == "redis":
         assert redis_url is not None
-        command += ["--redis", redis_url, "--redis-queue", queue]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        line = wait_line(proc, "READY", START_TIMEOUT)
-    except BaseException:
-        stop(proc)
-        raise
-    words = dict(word.split("=", 1) for word in line.split() if "=" in word)
+        flags += ["--redis", redis_url, "--redis-queue", queue]
+    proc, words = serve_onewriter(database, flags, os.path.dirname(token_file))
     address = {"unix": database, "tcp": words.get("listen"), "redis": redis_url}[way.transport]
     assert address is not None
     return proc, address
@@ -381,7 +362,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(body)
     print(f"total {time.perf_counter() - began:.0f} s", file=sys.stderr)
     command = shlex.join(["python", "-m", "benchmarks.remote", *(argv or sys.argv[1:])])
-    _report.update_section("remote", "Producers on other machines: TCP and Redis", command, body)
+    if not args.no_write:
+        _report.update_section(
+            "remote", "Producers on other machines: TCP and Redis", command, body
+        )
 
 
 if __name__ == "__main__":

@@ -94,7 +94,6 @@ def counts(outcomes: dict[str, str]) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> None:
     parser = _cli.parser("sqlalchemy_suite", __doc__)
     parser.add_argument("-k", help="only the tests matching this pytest expression")
-    parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args(argv)
     extra = ["-k", args.k] if args.k else []
     results = {name: run_suite(url, extra) for name, url in URLS.items()}
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         + (["- none"] if not only_ours else [])
     )
     print(body)
-    if not args.no_doc and not args.k:
+    if not args.no_write and not args.k:
         command = "python -m benchmarks.sqlalchemy_suite"
         _report.update_section(
             "sqlalchemy_suite", "SQLAlchemy's dialect compliance suite", command, body

@@ -166,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(body)
     print(f"total {time.perf_counter() - began:.0f} s", file=sys.stderr)
     command = shlex.join(["python", "-m", "benchmarks.writes", *(argv or sys.argv[1:])])
-    _report.update_section("writes", "Writes from many processes", command, body)
+    if not args.no_write:
+        _report.update_section("writes", "Writes from many processes", command, body)
 
 
 if __name__ == "__main__":
