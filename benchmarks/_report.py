@@ -12,7 +12,9 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 _HEADER = """# Benchmarks
 
 Every figure below was written by the command shown above it, on the machine named in
-its section; `scripts/bench` runs them all, `scripts/bench NAME` one. Timings on a
+its section; `scripts/bench` runs them all, `scripts/bench NAME` one.
+`python -m benchmarks.NAME --help` says what one measures and how to run it, and
+`--no-write` prints a run's figures without changing this page. Timings on a
 shared 2-core virtual machine are noisy: two runs of the same command differed by up to
 40 % here. Read them as ratios between columns of one run, not as absolutes.
 """
