@@ -44,6 +44,7 @@ from onewriter.writer.direct import WriteResult, write_result
 from . import _cli, _report
 from . import _funnel_floor as floor
 from ._writes_workloads import PAYLOAD
+from .funnel import run_lanes
 
 IN_FLIGHT = 32
 SQL = "INSERT INTO items(process, payload) VALUES (?, ?)"
@@ -98,16 +99,7 @@ async def _drive(write: Callable[[], Awaitable[Any]], seconds: float) -> float:
     """CPU µs per acknowledged write, ``IN_FLIGHT`` lanes for ``seconds``."""
     await write()
     cpu = time.process_time()
-    stop_at = time.monotonic() + seconds
-    acked = 0
-
-    async def lane() -> None:
-        nonlocal acked
-        while time.monotonic() < stop_at:
-            await write()
-            acked += 1
-
-    await asyncio.gather(*(lane() for _ in range(IN_FLIGHT)))
+    acked = await run_lanes(write, IN_FLIGHT, seconds)
     return (time.process_time() - cpu) / acked * 1e6
 
 

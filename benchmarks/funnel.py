@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier
@@ -120,14 +120,9 @@ class Cell:
 # -- clients (spawned processes) ----------------------------------------------------------
 
 
-async def _drive(
-    write: Callable[[], Any], in_flight: int, seconds: float, barrier: Barrier
-) -> dict[str, Any]:
-    """One warm-up write, the barrier, then ``in_flight`` lanes until the deadline."""
-    await write()
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, barrier.wait, START_TIMEOUT)
-    cpu, start = time.process_time(), time.time()
+async def run_lanes(write: Callable[[], Awaitable[Any]], in_flight: int, seconds: float) -> int:
+    """``in_flight`` lanes, each awaiting one write after another for ``seconds``; how
+    many writes were acknowledged."""
     stop_at = time.monotonic() + seconds
     acked = 0
 
@@ -138,6 +133,18 @@ async def _drive(
             acked += 1
 
     await asyncio.gather(*(lane() for _ in range(in_flight)))
+    return acked
+
+
+async def _drive(
+    write: Callable[[], Awaitable[Any]], in_flight: int, seconds: float, barrier: Barrier
+) -> dict[str, Any]:
+    """One warm-up write, the barrier, then ``in_flight`` lanes until the deadline."""
+    await write()
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, barrier.wait, START_TIMEOUT)
+    cpu, start = time.process_time(), time.time()
+    acked = await run_lanes(write, in_flight, seconds)
     return {"start": start, "end": time.time(), "acked": acked, "cpu": time.process_time() - cpu}
 
 
