@@ -194,13 +194,15 @@ def test_a_transaction_is_written_at_once_and_its_replies_come_back(
 
     async def main() -> list[Any]:
         client = RespClient(redis_server.url)
+        transaction = client.send_transaction
         out: list[Any] = []
         try:
-            out.append(await client.transaction([("RPUSH", key, "a", "b", "c")]))
-            out.append(await client.transaction([("LTRIM", key, 1, -1), ("LLEN", key)]))
+            await client.call("PING")  # the consumer sends on a connection it has used
+            out.append(await transaction([("RPUSH", key, "a", "b", "c")]))
+            out.append(await transaction([("LTRIM", key, 1, -1), ("LLEN", key)]))
             for commands in ([("RPUSH", key + "-string", "y")], [("NO-SUCH-COMMAND",)]):
                 try:
-                    await client.transaction(commands)
+                    await transaction(commands)
                 except redis.ResponseError as exc:
                     out.append(exc)
             out.append(await client.call("LRANGE", key, 0, -1))

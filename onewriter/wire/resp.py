@@ -74,23 +74,19 @@ def _raise_errors(replies: list[Any]) -> list[Any]:
     return replies
 
 
-def _executed(done: Any) -> list[Any]:
-    """The replies of a transaction's commands, from EXEC's reply; the first error
-    among them raised."""
-    if not isinstance(done, list):
-        raise redis.ResponseError(f"the transaction was not run: {done!r}")
-    return _raise_errors(done)
-
-
 async def _replies(futures: list[asyncio.Future[Any]]) -> list[Any]:
-    """A transaction's replies from the futures of MULTI, its commands and EXEC."""
+    """A transaction's replies from the futures of MULTI, its commands and EXEC; the
+    first error among them raised."""
     with contextlib.suppress(Exception):
         await futures[-1]  # answered last: every other one is settled by then
     errors = [future.exception() for future in futures]
     first = next((error for error in errors if error is not None), None)
     if first is not None:  # as a pipeline's: the first error in order
         raise first
-    return _executed(futures[-1].result())
+    done = futures[-1].result()
+    if not isinstance(done, list):
+        raise redis.ResponseError(f"the transaction was not run: {done!r}")
+    return _raise_errors(done)
 
 
 class _Options:
@@ -220,14 +216,6 @@ class RespClient:
         one's reply, in order."""
         connection = self._open_one() or await self._connect()
         return connection.send_all(commands, timeout)
-
-    async def transaction(
-        self, commands: list[tuple[Any, ...]], timeout: float = SOCKET_TIMEOUT
-    ) -> list[Any]:
-        """``commands`` in one MULTI .. EXEC, written at once; their replies."""
-        if self._open_one() is None:
-            await self._connect()
-        return await self.send_transaction(commands, timeout)
 
     def send_transaction(
         self, commands: list[tuple[Any, ...]], timeout: float = SOCKET_TIMEOUT
