@@ -48,3 +48,24 @@ def test_help(module: str) -> None:
     shown = {line.strip() for line in done.stdout.splitlines()}
     for example in _example_lines(module):
         assert example in shown, (module, example)
+
+
+SHORT_RUN = ["--rounds", "1", "--seconds", "0.1"]
+
+
+def test_no_write_prints_and_leaves_the_doc_alone() -> None:
+    """A short run of the one benchmark that needs no server: its table is printed and
+    docs/benchmarks.md is not touched."""
+    doc = ROOT / "docs" / "benchmarks.md"
+    before = doc.read_bytes()
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.client_path", *SHORT_RUN, "--no-write"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "best / floor" in done.stdout and "channel once" in done.stdout
+    assert doc.read_bytes() == before
